@@ -1,0 +1,223 @@
+"""Ground-truth loading and the batch generator (Listing 12.3.4).
+
+The book's ground truth is an `np.save` of a Python dict
+`{image filename: uint8 one-hot mask (H, W, n_classes)}`, channel 0 being
+background. It is read here once, validated, and kept as compact class-index
+maps (one byte per pixel); the generator rebuilds the one-hot masks batch by
+batch for the categorical cross-entropy.
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+import skimage.io
+
+
+class DatasetError(Exception):
+    """A data set file is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclasses.dataclass
+class LabelSet:
+    """Ground truth of one split, as class-index maps.
+
+    Attributes:
+        path: str. The `.npy` file it was read from.
+        masks: dict. Image filename -> uint8 `(H, W)` class-index map.
+        n_classes: int. Number of classes (the one-hot masks' last axis).
+    """
+
+    path: str
+    masks: dict[str, np.ndarray]
+    n_classes: int
+
+    @property
+    def keys(self) -> list[str]:
+        """Image filenames in the file's order."""
+        return list(self.masks)
+
+
+def load_labels(path: str, data_path: str, height: int, width: int) -> LabelSet:
+    """Reads and validates one of the book's ground-truth `.npy` dict files.
+
+    This is the only place that unpickles: the book's format is a pickled dict,
+    and pickle can run code, so only files the user names are read this way.
+
+    Args:
+        path: str. The `.npy` file, e.g. `dataset/drinks/segmentation_train.npy`.
+        data_path: str. Folder holding the images the keys name.
+        height: int. Expected mask and image height (`--height`).
+        width: int. Expected mask and image width (`--width`).
+
+    Returns:
+        A `LabelSet` of class-index maps.
+
+    Raises:
+        DatasetError: if the file is missing or unreadable, not a non-empty
+            dict of `(height, width, n_classes)` masks with one class count,
+            or a key has no image file in `data_path`.
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(
+            f"{path}: labels file not found. Give the right --data-path/--train-labels/"
+            "--test-labels, or make it with utils/generate_gt_segmentation.py."
+        )
+    try:
+        loaded = np.load(path, allow_pickle=True)
+        dictionary = loaded.flat[0] if isinstance(loaded, np.ndarray) and loaded.dtype == object else loaded
+    except Exception as error:  # np.load raises many types for a bad file
+        raise DatasetError(
+            f"{path}: cannot read it as a .npy file ({type(error).__name__}: {error}). "
+            "Regenerate it with utils/generate_gt_segmentation.py."
+        ) from None
+    if not isinstance(dictionary, dict):
+        raise DatasetError(
+            f"{path}: expected np.save of a dict {{image filename: one-hot mask}}, found "
+            f"{type(dictionary).__name__}. Regenerate it with utils/generate_gt_segmentation.py."
+        )
+    if not dictionary:
+        raise DatasetError(f"{path}: the labels dict is empty. Annotate some images and regenerate it.")
+    masks: dict[str, np.ndarray] = {}
+    n_classes = None
+    for key, mask in dictionary.items():
+        mask = np.asarray(mask)
+        if mask.ndim != 3 or mask.shape[:2] != (height, width):
+            raise DatasetError(
+                f"{path}: mask of {key!r} has shape {mask.shape}, expected ({height}, {width}, "
+                "n_classes). Give the matching --height/--width or regenerate the labels."
+            )
+        if n_classes is None:
+            n_classes = mask.shape[-1]
+            if n_classes < 2:
+                raise DatasetError(
+                    f"{path}: masks have {n_classes} channel(s); a one-hot mask needs background "
+                    "plus at least one class."
+                )
+        elif mask.shape[-1] != n_classes:
+            raise DatasetError(
+                f"{path}: mask of {key!r} has {mask.shape[-1]} classes, the first mask has "
+                f"{n_classes}. Regenerate the labels with one class count."
+            )
+        image_path = os.path.join(data_path, str(key))
+        if not os.path.isfile(image_path):
+            raise DatasetError(
+                f"{path}: key {key!r} has no image {image_path}. Give the right --data-path "
+                "or remove the entry."
+            )
+        # A pixel with no class set (all zeros) is read as background.
+        masks[str(key)] = np.argmax(mask, axis=-1).astype(np.uint8)
+    return LabelSet(path=path, masks=masks, n_classes=n_classes)
+
+
+def read_image(path: str, height: int, width: int) -> np.ndarray:
+    """Reads an RGB image as float32 in [0, 1] (the book's `img_as_float`).
+
+    Args:
+        path: str. Image file.
+        height: int. Required height.
+        width: int. Required width.
+
+    Returns:
+        float32 array `(height, width, 3)`.
+
+    Raises:
+        DatasetError: if the file cannot be decoded, is not 8-bit RGB, or is
+            not `height` x `width`.
+    """
+    try:
+        image = skimage.io.imread(path)
+    except Exception as error:  # decoders raise many types for a bad file
+        raise DatasetError(f"{path}: cannot read the image ({type(error).__name__}: {error}).") from None
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise DatasetError(
+            f"{path}: expected an 8-bit RGB image, found shape {image.shape} dtype {image.dtype}. "
+            "Convert it to 8-bit RGB."
+        )
+    if image.shape[:2] != (height, width):
+        raise DatasetError(
+            f"{path}: image is {image.shape[1]}x{image.shape[0]}, expected {width}x{height} "
+            "(--width x --height). Resize it or give the matching --height/--width."
+        )
+    return image.astype(np.float32) / 255.0
+
+
+class DataGenerator(keras.utils.PyDataset):
+    """Batches of (images, one-hot masks) for training and evaluation.
+
+    Args:
+        labels: LabelSet. The split's ground truth.
+        data_path: str. Folder holding the images.
+        batch_size: int. Images per batch. Defaults to 4.
+        shuffle: bool. Shuffle the order every epoch. Defaults to True.
+        drop_last: bool. Drop the last partial batch, as the book's training
+            does. Defaults to True.
+        seed: int or None. Seed of the shuffling. Defaults to None.
+        **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
+            to `keras.utils.PyDataset`.
+
+    Example:
+
+    >>> generator = DataGenerator(labels, "dataset/drinks", batch_size=4, workers=4)
+    >>> images, masks = generator[0]   # (4, H, W, 3), (4, H, W, n_classes)
+    """
+
+    def __init__(
+        self,
+        labels: LabelSet,
+        data_path: str,
+        batch_size: int = 4,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size}")
+        if drop_last and batch_size > len(labels.masks):
+            raise DatasetError(
+                f"{labels.path}: --batch-size {batch_size} is larger than the {len(labels.masks)} "
+                "images it lists, so an epoch would have no batch. Lower --batch-size."
+            )
+        self.labels = labels
+        self.data_path = data_path
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.keys = labels.keys
+        self.height, self.width = next(iter(labels.masks.values())).shape
+        self._rng = np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes of the masks."""
+        return self.labels.n_classes
+
+    def __len__(self) -> int:
+        """Number of batches per epoch."""
+        if self.drop_last:
+            return len(self.keys) // self.batch_size
+        return -(-len(self.keys) // self.batch_size)
+
+    def batch_keys(self, index: int) -> list[str]:
+        """Image filenames of batch `index`."""
+        return self.keys[index * self.batch_size : (index + 1) * self.batch_size]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch `index`: float32 images in [0, 1] and float32 one-hot masks."""
+        keys = self.batch_keys(index)
+        images = np.empty((len(keys), self.height, self.width, 3), dtype=np.float32)
+        masks = np.empty((len(keys), self.height, self.width, self.n_classes), dtype=np.float32)
+        identity = np.eye(self.n_classes, dtype=np.float32)
+        for i, key in enumerate(keys):
+            images[i] = read_image(os.path.join(self.data_path, key), self.height, self.width)
+            masks[i] = identity[self.labels.masks[key]]
+        return images, masks
+
+    def on_epoch_end(self) -> None:
+        """Reshuffles the order of the images."""
+        if self.shuffle:
+            self._rng.shuffle(self.keys)

@@ -1,0 +1,358 @@
+"""Train and evaluate the chapter 12 FCN for semantic segmentation.
+
+The command line of *Advanced Deep Learning with Keras*, chapter 12, on Keras 3:
+
+    python3 fcn-12.3.1.py --train
+    python3 fcn-12.3.1.py --evaluate --restore-weights=ResNet56v2-3layer-drinks-best-iou.h5
+    python3 fcn-12.3.1.py --evaluate --restore-weights=... --image-file=dataset/drinks/0010018.jpg
+
+The book's order of actions is kept: summary, restore, evaluate, train.
+"""
+
+import os
+
+# Quiet TensorFlow's start-up banner unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from data_generator import DataGenerator, DatasetError, LabelSet, load_labels, read_image  # noqa: E402
+from figures import save_input_and_mask, save_triptych  # noqa: E402
+from metrics import SegmentationScores  # noqa: E402
+from model import build_model, weights_name  # noqa: E402
+from resnet import check_input_shape  # noqa: E402
+from training import (  # noqa: E402
+    LR_SCHEDULES,
+    AccuracyCallback,
+    BASE_LEARNING_RATE,
+    evaluate_dataset,
+    get_lr_schedule,
+)
+
+logger = logging.getLogger("fcn")
+
+PREDICTION_DIR = "prediction"
+DRINKS_CLASS_NAMES = ("background", "water bottle", "soda can", "juice can")
+WEIGHTS_SUFFIX = ".weights.h5"
+
+
+class UsageError(Exception):
+    """A command-line value or named file cannot be used; the message says how to fix it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The book's command line (model_utils.parser) plus the project's additions."""
+    parser = argparse.ArgumentParser(
+        prog="fcn-12.3.1.py",
+        description="FCN with a ResNet v2 backbone for semantic segmentation (chapter 12).",
+    )
+    group = parser.add_argument_group("model and training")
+    group.add_argument("--layers", type=int, default=3, metavar="N",
+                       help="number of features-pyramid maps after the main one (default: %(default)s)")
+    group.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=4, metavar="N",
+                       help="batch size during training (default: %(default)s)")
+    group.add_argument("--epochs", type=int, default=100, metavar="N",
+                       help="number of epochs to train (default: %(default)s)")
+    group.add_argument("--workers", type=int, default=4, metavar="N",
+                       help="data generator worker threads (default: %(default)s)")
+    group.add_argument("--depth", type=int, default=56, metavar="D",
+                       help="ResNet v2 depth, 9n+2; the book's backbone is ResNet56v2 (default: %(default)s)")
+    group.add_argument("-t", "--train", action="store_true", help="train the model")
+    group.add_argument("--summary", action="store_true",
+                       help="print the model summaries and save the network diagrams to --save-dir")
+    group.add_argument("--save-dir", default="weights", metavar="DIR",
+                       help="folder of weights and histories (default: %(default)s)")
+    group.add_argument("--dataset", default="drinks", metavar="NAME",
+                       help="data set name, part of the weights name (default: %(default)s)")
+    group.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="text",
+                       help="'text': halve every 20 epochs after 40, as the chapter says; 'code': the book's "
+                            "published lr_scheduler, x0.5/x0.1/x0.05 after 40/60/80 (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=None, metavar="S",
+                       help="seed Python, NumPy and TensorFlow for a reproducible run; deterministic ops "
+                            "can be slower (default: %(default)s)")
+
+    group = parser.add_argument_group("inputs")
+    group.add_argument("--height", type=int, default=480, help="input image height (default: %(default)s)")
+    group.add_argument("--width", type=int, default=640, help="input image width (default: %(default)s)")
+    group.add_argument("--channels", type=int, default=3, help="input image channels (default: %(default)s)")
+    group.add_argument("--data-path", default="dataset/drinks", metavar="DIR",
+                       help="folder of the images and label files (default: %(default)s)")
+    group.add_argument("--train-labels", default="segmentation_train.npy", metavar="FILE",
+                       help="training ground truth in --data-path (default: %(default)s)")
+    group.add_argument("--test-labels", default="segmentation_test.npy", metavar="FILE",
+                       help="test ground truth in --data-path (default: %(default)s)")
+
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--restore-weights", metavar="NAME",
+                       help="weights to load: a name in --save-dir (the book's .h5 name is understood) "
+                            "or a path (default: %(default)s)")
+    group.add_argument("-e", "--evaluate", action="store_true", help="evaluate the model on the test set")
+    group.add_argument("--image-file", metavar="FILE",
+                       help="with --evaluate: segment this image into prediction/ (default: %(default)s)")
+    group.add_argument("--plot", action="store_true",
+                       help="with --evaluate: save each test image's input, mask and triptych to prediction/")
+    group.add_argument("--verbose", type=int, default=1, metavar="LEVEL",
+                       help="0 quiet, 1 progress and results, 2 debug (default: %(default)s)")
+    return parser
+
+
+def resolve_weights_path(name: str, save_dir: str) -> tuple[str, str]:
+    """Finds the weights file a `--restore-weights` value means.
+
+    Tries `<save_dir>/NAME`, then NAME as a path. A book-style `.h5` name is
+    taken as it is if that file exists (the book's own Keras 2 weights),
+    otherwise it means the Keras 3 `.weights.h5` file of the same name.
+
+    Args:
+        name: str. The `--restore-weights` value.
+        save_dir: str. The `--save-dir` value.
+
+    Returns:
+        `(path, explanation)`: the file to load and a sentence on how it was found.
+
+    Raises:
+        UsageError: if no candidate exists.
+    """
+    tried = []
+    for base in dict.fromkeys([os.path.join(save_dir, name), name]):
+        if base.endswith(WEIGHTS_SUFFIX):
+            candidates = [base]
+        elif base.endswith(".h5"):
+            candidates = [base, base[: -len(".h5")] + WEIGHTS_SUFFIX]
+        else:
+            candidates = [base, base + WEIGHTS_SUFFIX]
+        for candidate in candidates:
+            tried.append(candidate)
+            if os.path.isfile(candidate):
+                if candidate == base:
+                    return candidate, f"Loading weights {candidate}"
+                return candidate, (
+                    f"Loading weights {candidate} (--restore-weights {name} names no file; Keras 3 "
+                    f"saves weights with the {WEIGHTS_SUFFIX} suffix)"
+                )
+    available = sorted(f for f in os.listdir(save_dir) if f.endswith(".h5")) if os.path.isdir(save_dir) else []
+    hint = f" Weights in {save_dir}: {', '.join(available)}." if available else " Train first with --train."
+    raise UsageError(f"--restore-weights {name}: no such file (tried {', '.join(tried)}).{hint}")
+
+
+def restore_weights(model: keras.Model, path: str) -> None:
+    """Loads weights, turning Keras' errors into one-line UsageErrors.
+
+    Args:
+        model: keras.Model. The FCN.
+        path: str. A `.weights.h5` file, or the book's Keras 2 `.h5` file.
+
+    Raises:
+        UsageError: if the file is unreadable or does not fit the model.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Keras warns per mismatched sublayer before raising; the error says it once.
+            warnings.simplefilter("ignore")
+            model.load_weights(path)
+    except Exception as error:  # h5py and Keras raise many types for a bad or mismatched file
+        detail = " ".join(str(error).split())[:300]
+        raise UsageError(
+            f"{path}: these weights do not fit the model (--layers, --depth, class count, "
+            f"--height/--width) or the file is damaged: {detail}"
+        ) from None
+
+
+def class_names(n_classes: int) -> list[str]:
+    """Display names: the drinks classes for a 4-class set, else 'class k'."""
+    if n_classes == len(DRINKS_CLASS_NAMES):
+        return list(DRINKS_CLASS_NAMES)
+    return ["background"] + [f"class {k}" for k in range(1, n_classes)]
+
+
+def report_scores(scores: SegmentationScores) -> None:
+    """Logs a line per test image, the book's totals and the per-class table."""
+    for image in scores.images:
+        logger.info(
+            "%s: %d classes, mIoU=%.4f, pixel accuracy=%.2f%%",
+            image.name, image.num_classes_present, image.miou, 100 * image.pixel_accuracy,
+        )
+    logger.info(
+        "Test images: %d  mIoU (book, mean of per-image mIoU): %.4f  mean pixel accuracy: %.2f%%",
+        len(scores.images), scores.mean_iou, 100 * scores.mean_pixel_accuracy,
+    )
+    truth_pixels = scores.confusion.sum(axis=1)
+    predicted_pixels = scores.confusion.sum(axis=0)
+    logger.info("%-14s %8s %14s %14s", "class", "IoU", "true pixels", "predicted")
+    for name, iou, truth, predicted in zip(
+        class_names(scores.n_classes), scores.class_iou, truth_pixels, predicted_pixels
+    ):
+        iou_text = "   n/a" if np.isnan(iou) else f"{iou:.4f}"
+        logger.info("%-14s %8s %14d %14d", name, iou_text, truth, predicted)
+    logger.info("Data-set-level mIoU (one confusion matrix over all test pixels): %.4f", scores.dataset_miou)
+
+
+def evaluate_test_set(model: keras.Model, test_labels: LabelSet, data_path: str, batch_size: int, plot: bool) -> SegmentationScores:
+    """Scores the test set in batches, optionally saving the book's figures."""
+
+    def save_figures(keys, images, truths, predictions):
+        for key, image, truth, predicted in zip(keys, images, truths, predictions):
+            stem = os.path.splitext(os.path.basename(key))[0]
+            save_input_and_mask(image, predicted, PREDICTION_DIR, stem)
+            save_triptych(image, truth, predicted, os.path.join(PREDICTION_DIR, f"{stem}-triptych.png"), key)
+
+    generator = DataGenerator(test_labels, data_path, batch_size=batch_size, shuffle=False, drop_last=False)
+    scores = evaluate_dataset(model, generator, on_batch=save_figures if plot else None)
+    report_scores(scores)
+    if plot:
+        logger.info("Saved input, mask and triptych of each test image to %s/", PREDICTION_DIR)
+    return scores
+
+
+def segment_image_file(model: keras.Model, image_file: str, height: int, width: int) -> None:
+    """Segments one image and saves the book's `-input.png` / `-mask.png` pair."""
+    if not os.path.isfile(image_file):
+        raise UsageError(f"--image-file {image_file}: no such file.")
+    image = read_image(image_file, height, width)
+    predicted = np.argmax(model.predict_on_batch(image[np.newaxis]), axis=-1)[0]
+    stem = os.path.splitext(os.path.basename(image_file))[0]
+    input_path, mask_path = save_input_and_mask(image, predicted, PREDICTION_DIR, stem)
+    present = ", ".join(class_names(model.output_shape[-1])[k] for k in np.unique(predicted))
+    logger.info("Segmented %s (classes found: %s): %s, %s", image_file, present, input_path, mask_path)
+
+
+def save_summary(backbone: keras.Model, fcn: keras.Model, save_dir: str) -> None:
+    """Prints both summaries and saves the network diagrams when graph tools exist."""
+    backbone.summary()
+    fcn.summary()
+    try:
+        for model in (fcn, backbone):
+            path = os.path.join(save_dir, f"{model.name}.png")
+            keras.utils.plot_model(model, to_file=path, show_shapes=True)
+            logger.info("Saved the network diagram %s", path)
+    except ImportError:
+        logger.info("No network diagram: it needs `pip install pydot` and Graphviz (`apt-get install graphviz`).")
+
+
+def train(
+    fcn: keras.Model,
+    train_labels: LabelSet,
+    test_labels: LabelSet,
+    data_path: str,
+    batch_size: int,
+    epochs: int,
+    workers: int,
+    lr_schedule: str,
+    seed: int | None,
+    weights_path: str,
+    save_dir: str,
+    verbose: int,
+) -> keras.callbacks.History:
+    """Trains with Adam and categorical cross-entropy, evaluating every epoch (Listing 12.3.3)."""
+    train_generator = DataGenerator(
+        train_labels, data_path, batch_size=batch_size, shuffle=True, seed=seed, workers=workers
+    )
+    test_generator = DataGenerator(test_labels, data_path, batch_size=batch_size, shuffle=False, drop_last=False)
+    fcn.compile(optimizer=keras.optimizers.Adam(learning_rate=BASE_LEARNING_RATE), loss="categorical_crossentropy")
+    logger.info("Classes: %d  Batch size: %d  Training images: %d  Test images: %d",
+                train_labels.n_classes, batch_size, len(train_labels.masks), len(test_labels.masks))
+    logger.info("Best weights: %s", weights_path)
+    callbacks = [
+        # First, so the epoch's progress line is finished before the evaluation logs.
+        keras.callbacks.ProgbarLogger(),
+        AccuracyCallback(test_generator, weights_path, save_dir),
+        keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule)),
+        # After AccuracyCallback, so the CSV has its test_* columns.
+        keras.callbacks.CSVLogger(os.path.join(save_dir, "history.csv")),
+    ]
+    return fcn.fit(train_generator, epochs=epochs, callbacks=callbacks, verbose=1 if verbose else 0)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Carries out the parsed command line; raises UsageError/DatasetError for bad input."""
+    if not (args.train or args.evaluate or args.summary):
+        raise UsageError("nothing to do: give --train, --evaluate or --summary (see --help).")
+    if args.channels != 3:
+        raise UsageError(f"--channels {args.channels}: the images are RGB, so --channels must be 3.")
+    if args.depth < 11 or (args.depth - 2) % 9:
+        raise UsageError(f"--depth {args.depth}: ResNet v2 depth must be 9n+2 (11, 20, ..., 56, 110).")
+    if args.batch_size < 1 or args.epochs < 1 or args.workers < 1:
+        raise UsageError("--batch-size, --epochs and --workers must be at least 1.")
+    if args.image_file and not args.evaluate:
+        raise UsageError("--image-file is used with --evaluate.")
+    input_shape = (args.height, args.width, args.channels)
+    try:
+        check_input_shape(input_shape, args.layers)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)
+
+    train_labels_path = os.path.join(args.data_path, args.train_labels)
+    test_labels_path = os.path.join(args.data_path, args.test_labels)
+    if not os.path.isdir(args.data_path):
+        raise DatasetError(f"{args.data_path}: data folder not found. Give the right --data-path.")
+    needs_test_set = args.train or (args.evaluate and not args.image_file)
+    test_labels = load_labels(test_labels_path, args.data_path, args.height, args.width) if needs_test_set else None
+    has_train_labels = args.train or os.path.isfile(train_labels_path)
+    train_labels = load_labels(train_labels_path, args.data_path, args.height, args.width) if has_train_labels else None
+    if train_labels is None and test_labels is None:
+        # --image-file without the training masks: the class count comes from the test masks.
+        test_labels = load_labels(test_labels_path, args.data_path, args.height, args.width)
+    n_classes = (train_labels or test_labels).n_classes
+    if test_labels is not None and test_labels.n_classes != n_classes:
+        raise DatasetError(
+            f"{test_labels_path}: masks have {test_labels.n_classes} classes but "
+            f"{train_labels_path} has {n_classes}. Regenerate both with the same classes."
+        )
+
+    backbone, fcn = build_model(input_shape, n_layers=args.layers, n_classes=n_classes, n=(args.depth - 2) // 9)
+    try:
+        os.makedirs(args.save_dir, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--save-dir {args.save_dir}: cannot create it ({error.strerror}).") from None
+    if args.train and not os.access(args.save_dir, os.W_OK):
+        raise UsageError(f"--save-dir {args.save_dir}: not writable. Choose another --save-dir.")
+    weights_path = os.path.join(args.save_dir, weights_name(backbone, args.layers, args.dataset) + WEIGHTS_SUFFIX)
+
+    if args.summary:
+        save_summary(backbone, fcn, args.save_dir)
+    if args.restore_weights:
+        path, explanation = resolve_weights_path(args.restore_weights, args.save_dir)
+        logger.info(explanation)
+        restore_weights(fcn, path)
+    elif args.evaluate:
+        logger.warning("Evaluating an untrained network: give --restore-weights to load trained weights.")
+    if args.evaluate:
+        if args.image_file:
+            segment_image_file(fcn, args.image_file, args.height, args.width)
+        else:
+            evaluate_test_set(fcn, test_labels, args.data_path, args.batch_size, args.plot)
+    if args.train:
+        train(
+            fcn, train_labels, test_labels, args.data_path,
+            batch_size=args.batch_size, epochs=args.epochs, workers=args.workers,
+            lr_schedule=args.lr_schedule, seed=args.seed, weights_path=weights_path,
+            save_dir=args.save_dir, verbose=args.verbose,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for bad input, with one line on stderr)."""
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.verbose <= 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout)
+    try:
+        run(args)
+    except (UsageError, DatasetError) as error:
+        print(f"fcn-12.3.1.py: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fcn-12.3.1.py: interrupted; the best weights saved so far are kept.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Pictures of segmentations: coloured masks and Figure 12.5.3's triptych.
+
+Colours follow the book: background black, class 1 (water bottle) red, 2
+(soda can) green, 3 (juice can) blue; further classes take the next colours
+of a fixed table.
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+import skimage.io  # noqa: E402
+
+CLASS_COLOURS = np.array(
+    [
+        (0, 0, 0),
+        (255, 0, 0),
+        (0, 255, 0),
+        (0, 0, 255),
+        (255, 255, 0),
+        (255, 0, 255),
+        (0, 255, 255),
+        (255, 128, 0),
+        (128, 0, 255),
+        (128, 128, 128),
+    ],
+    dtype=np.uint8,
+)
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """Maps a class-index map to RGB with the book's colours.
+
+    Args:
+        labels: int array `(H, W)`.
+
+    Returns:
+        uint8 array `(H, W, 3)`.
+    """
+    return CLASS_COLOURS[np.asarray(labels) % len(CLASS_COLOURS)]
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] as uint8."""
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_input_and_mask(image: np.ndarray, predicted: np.ndarray, directory: str, stem: str) -> tuple[str, str]:
+    """Saves `<stem>-input.png` and the coloured `<stem>-mask.png` (the book's pair).
+
+    Args:
+        image: float array `(H, W, 3)` in [0, 1].
+        predicted: int array `(H, W)`. Predicted classes.
+        directory: str. Output folder, created if missing.
+        stem: str. File name without extension.
+
+    Returns:
+        The two paths written.
+    """
+    os.makedirs(directory, exist_ok=True)
+    input_path = os.path.join(directory, f"{stem}-input.png")
+    mask_path = os.path.join(directory, f"{stem}-mask.png")
+    skimage.io.imsave(input_path, to_uint8(image), check_contrast=False)
+    skimage.io.imsave(mask_path, colorize(predicted), check_contrast=False)
+    return input_path, mask_path
+
+
+def save_triptych(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray, path: str, title: str = "") -> None:
+    """Input, ground truth and prediction side by side (Figure 12.5.3).
+
+    Args:
+        image: float array `(H, W, 3)` in [0, 1].
+        truth: int array `(H, W)`. Ground-truth classes.
+        predicted: int array `(H, W)`. Predicted classes.
+        path: str. PNG to write.
+        title: str. Figure title, e.g. the image name and its scores.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    panels = (("Input", image), ("Ground truth", colorize(truth)), ("Prediction", colorize(predicted)))
+    for axis, (label, picture) in zip(axes, panels):
+        axis.imshow(picture)
+        axis.set_title(label)
+        axis.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

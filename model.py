@@ -1,0 +1,140 @@
+"""The FCN segmentation network (Figure 12.2.3, Listing 12.3.2).
+
+Fully Convolutional Networks (`Long et al., 2015
+<https://arxiv.org/abs/1411.4038>`_) with the pyramid idea of PSPNet (`Zhao et
+al., 2017 <https://arxiv.org/abs/1612.01105>`_): every pyramid map after the
+main one goes through Conv2D-BN-ReLU and is upsampled back to 1/4 of the input;
+the maps are concatenated, brought to full size by two stride-2 transposed
+convolutions, and classified per pixel by a 1x1 transposed convolution and a
+softmax.
+"""
+
+import keras
+from keras import layers
+
+from resnet import build_resnet, conv_layer
+
+HEAD_FILTERS = 256
+
+
+def tconv_layer(inputs, filters: int = 32, kernel_size: int = 3, strides: int = 2, postfix: str = ""):
+    """Conv2DTranspose-BN-ReLU (the book's `tconv_layer`).
+
+    Args:
+        inputs: tensor. The block's input.
+        filters: int. Conv2DTranspose filters. Defaults to 32.
+        kernel_size: int. Square kernel size. Defaults to 3.
+        strides: int. Square strides (the upsampling factor). Defaults to 2.
+        postfix: str. Suffix of the layer names (`"tconv_" + postfix`).
+
+    Returns:
+        The output tensor.
+    """
+    x = layers.Conv2DTranspose(
+        filters=filters,
+        kernel_size=kernel_size,
+        strides=strides,
+        padding="same",
+        kernel_initializer="he_normal",
+        name=f"tconv_{postfix}",
+    )(inputs)
+    x = layers.BatchNormalization(name=f"bn_{postfix}")(x)
+    x = layers.Activation("relu", name=f"relu_{postfix}")(x)
+    return x
+
+
+def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classes: int = 4) -> keras.Model:
+    """Builds the FCN around a backbone that returns a features pyramid.
+
+    Args:
+        input_shape: tuple. `(height, width, channels)`.
+        backbone: keras.Model. Returns `[main, 1/8, 1/16, ...]` feature maps,
+            the main one at 1/4 of the input (see `resnet.build_resnet`).
+        n_classes: int. Number of classes including background. Defaults to 4.
+
+    Returns:
+        A `keras.Model` named `fcn` mapping `(H, W, channels)` images in [0, 1]
+        to `(H, W, n_classes)` per-pixel softmax probabilities.
+
+    Raises:
+        ValueError: if `n_classes < 2`.
+
+    Example:
+
+    >>> backbone = build_resnet((64, 64, 3), n_layers=1, n=1)
+    >>> build_fcn((64, 64, 3), backbone, n_classes=4).output_shape
+    (None, 64, 64, 4)
+    """
+    if n_classes < 2:
+        raise ValueError(
+            "A segmentation network needs at least 2 classes (background and one "
+            f"object class). Received: n_classes={n_classes}"
+        )
+
+    # === Layers ===
+    inputs = keras.Input(shape=input_shape, name="image")
+    features = backbone(inputs)
+    main_feature, *coarser_features = features
+    out_features = [main_feature]
+    for level, feature in enumerate(coarser_features, start=1):
+        # Level 1 is the 1/8 map (named fcn_8), upsampled by 2 back to 1/4.
+        upsampling = 2**level
+        postfix = f"fcn_{4 * upsampling}"
+        feature = conv_layer(feature, filters=HEAD_FILTERS, use_maxpool=False, postfix=postfix)
+        feature = layers.UpSampling2D(
+            size=upsampling, interpolation="bilinear", name=f"{postfix}_up2d"
+        )(feature)
+        out_features.append(feature)
+    x = layers.Concatenate(name="fcn_concat")(out_features)
+    x = tconv_layer(x, HEAD_FILTERS, postfix="up_x2")
+    x = tconv_layer(x, HEAD_FILTERS, postfix="up_x4")
+    x = layers.Conv2DTranspose(
+        filters=n_classes,
+        kernel_size=1,
+        strides=1,
+        padding="same",
+        kernel_initializer="he_normal",
+        name="pre_activation",
+    )(x)
+    outputs = layers.Softmax(name="segmentation")(x)
+
+    # === Functional Model ===
+    return keras.Model(inputs, outputs, name="fcn")
+
+
+def build_model(
+    input_shape: tuple[int, int, int], n_layers: int = 3, n_classes: int = 4, n: int = 6
+) -> tuple[keras.Model, keras.Model]:
+    """Builds the book's backbone and the FCN on top of it.
+
+    Args:
+        input_shape: tuple. `(height, width, channels)`.
+        n_layers: int. Pyramid maps after the main one. Defaults to 3 (the
+            book's `--layers`).
+        n_classes: int. Number of classes including background. Defaults to 4.
+        n: int. Bottleneck units per backbone stage (depth 9n + 2). Defaults
+            to 6 (ResNet56v2).
+
+    Returns:
+        `(backbone, fcn)`.
+
+    Raises:
+        ValueError: for an input size, depth or class count the network
+            cannot take.
+    """
+    backbone = build_resnet(input_shape, n_layers=n_layers, n=n)
+    return backbone, build_fcn(input_shape, backbone, n_classes)
+
+
+def weights_name(backbone: keras.Model, n_layers: int, dataset: str) -> str:
+    """The book's weights name, `ResNet56v2-3layer-drinks-best-iou`.
+
+    Args:
+        backbone: keras.Model. Its name opens the weights name.
+        n_layers: int. The `--layers` value.
+        dataset: str. The `--dataset` value.
+
+    Returns:
+        The name without a suffix.
+    """
+    return f"{backbone.name}-{n_layers}layer-{dataset}-best-iou"

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny data sets in the book's format, and the --run-large switch."""
+
+import os
+
+import numpy as np
+import pytest
+import skimage.io
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HEIGHT, WIDTH = 64, 64
+N_CLASSES = 4
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-large", action="store_true", help="also run tests marked large")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-large"):
+        return
+    skip = pytest.mark.skip(reason="large: give --run-large to run it")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)
+
+
+def write_book_dataset(data_path, num_train=8, num_test=4, height=HEIGHT, width=WIDTH, seed=0):
+    """Writes JPEG-free PNG images and the book's one-hot .npy dicts.
+
+    Each image holds up to three coloured rectangles, one per object class, on
+    a noisy background; the masks are the book's uint8 one-hot format.
+
+    Returns:
+        dict with the train and test label dicts.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(data_path, exist_ok=True)
+    colours = {1: (220, 40, 40), 2: (40, 200, 40), 3: (40, 60, 220)}
+    splits = {}
+    for split, count in (("train", num_train), ("test", num_test)):
+        dictionary = {}
+        for i in range(count):
+            image = rng.integers(90, 150, size=(height, width, 3)).astype(np.uint8)
+            labels = np.zeros((height, width), dtype=np.uint8)
+            for class_id, colour in colours.items():
+                if rng.random() < 0.25:
+                    continue
+                top, left = rng.integers(0, height - 16), rng.integers(0, width - 16)
+                size_y, size_x = rng.integers(8, 16, size=2)
+                image[top : top + size_y, left : left + size_x] = colour
+                labels[top : top + size_y, left : left + size_x] = class_id
+            name = f"{split}{i:03d}.png"
+            skimage.io.imsave(os.path.join(data_path, name), image, check_contrast=False)
+            dictionary[name] = np.eye(N_CLASSES, dtype=np.uint8)[labels]
+        np.save(os.path.join(data_path, f"segmentation_{split}.npy"), dictionary)
+        splits[split] = dictionary
+    return splits
+
+
+@pytest.fixture
+def book_dataset(tmp_path):
+    """A tiny data set in the book's layout: (data_path, {'train': dict, 'test': dict})."""
+    data_path = tmp_path / "drinks"
+    splits = write_book_dataset(str(data_path))
+    return str(data_path), splits
