@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input, with one line on stderr)."""
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose <= 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout, force=True)
     try:
         run(args)
     except (UsageError, DatasetError) as error:
