@@ -120,7 +120,8 @@ def read_rgb(path: str) -> np.ndarray:
     try:
         image = io.imread(path)
     except (OSError, ValueError, SyntaxError) as error:
-        raise via.ViaError(f"{path}: cannot read the image ({error}); replace or remove the file") from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise via.ViaError(f"{path}: cannot read the image ({reason}); replace or remove the file") from None
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] not in (3, 4):

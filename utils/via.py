@@ -64,6 +64,10 @@ ELLIPSE_POLYGON_VERTICES = 90
 class ViaError(ValueError):
     """A VIA project file that cannot be used; the message is one line naming file and entry."""
 
+    def __init__(self, message: str):
+        # One line whatever the file or entry names contain.
+        super().__init__(" ".join(str(message).split()))
+
 
 @dataclasses.dataclass(frozen=True)
 class Polygon:
