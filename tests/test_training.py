@@ -1,0 +1,107 @@
+"""Learning-rate schedules, batched evaluation and the per-epoch AccuracyCallback."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import HEIGHT, WIDTH
+from data_generator import DataGenerator, load_labels
+from model import build_model
+from training import (
+    AccuracyCallback,
+    evaluate_dataset,
+    lr_schedule_code,
+    lr_schedule_text,
+    save_weights_atomically,
+)
+
+
+@pytest.mark.parametrize(
+    "epoch, expected",
+    [(0, 1e-3), (40, 1e-3), (41, 5e-4), (60, 5e-4), (61, 2.5e-4), (80, 2.5e-4), (81, 1.25e-4), (99, 1.25e-4),
+     (101, 6.25e-5)],
+)
+def test_text_schedule_halves_every_20_epochs_after_40(epoch, expected):
+    assert lr_schedule_text(epoch, 0.0) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("epoch, expected", [(0, 1e-3), (40, 1e-3), (41, 5e-4), (61, 1e-4), (81, 5e-5), (99, 5e-5)])
+def test_code_schedule_is_the_books_lr_scheduler(epoch, expected):
+    assert lr_schedule_code(epoch, 0.0) == pytest.approx(expected)
+
+
+def tiny_setup(data_path):
+    labels = load_labels(os.path.join(data_path, "segmentation_test.npy"), data_path, HEIGHT, WIDTH)
+    generator = DataGenerator(labels, data_path, batch_size=3, shuffle=False, drop_last=False)
+    _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=labels.n_classes, n=1)
+    return labels, generator, fcn
+
+
+class CountingModel:
+    """Wraps a model to count predict calls (one per batch, never per image)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls = 0
+
+    def predict_on_batch(self, images):
+        self.calls += 1
+        return self.model.predict_on_batch(images)
+
+
+def test_evaluation_predicts_once_per_batch(book_dataset):
+    data_path, splits = book_dataset
+    labels, generator, fcn = tiny_setup(data_path)
+    counting = CountingModel(fcn)
+    seen = []
+    scores = evaluate_dataset(counting, generator, on_batch=lambda keys, *arrays: seen.extend(keys))
+    assert counting.calls == 2  # 4 images in batches of 3
+    assert seen == list(splits["test"])
+    assert [image.name for image in scores.images] == list(splits["test"])
+    assert 0.0 <= scores.mean_iou <= 1.0
+
+
+def test_evaluation_of_a_perfect_model_scores_one(book_dataset):
+    data_path, splits = book_dataset
+    labels, generator, _ = tiny_setup(data_path)
+
+    class Oracle:
+        index = 0
+
+        def predict_on_batch(self, images):
+            keys = generator.batch_keys(self.index)
+            self.index += 1
+            return np.stack([splits["test"][key].astype(np.float32) for key in keys])
+
+    scores = evaluate_dataset(Oracle(), generator)
+    assert scores.mean_iou == 1.0 and scores.mean_pixel_accuracy == 1.0
+
+
+def test_accuracy_callback_logs_saves_best_and_writes_histories(book_dataset, tmp_path):
+    data_path, _ = book_dataset
+    _, generator, fcn = tiny_setup(data_path)
+    weights_path = str(tmp_path / "best.weights.h5")
+    callback = AccuracyCallback(generator, weights_path, str(tmp_path))
+    callback.set_model(fcn)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert set(logs) == {"test_miou", "test_pixel_accuracy", "test_dataset_miou"}
+    assert os.path.exists(weights_path)
+    assert callback.best_miou == logs["test_miou"]
+    saved_at = os.path.getmtime(weights_path)
+    # Not better (the same weights score the same): the file is left alone.
+    callback.on_epoch_end(1, {})
+    assert os.path.getmtime(weights_path) == saved_at
+    np.testing.assert_allclose(np.load(tmp_path / "miou_history.npy"), [logs["test_miou"]] * 2)
+    np.testing.assert_allclose(np.load(tmp_path / "mpla_history.npy"), [100 * logs["test_pixel_accuracy"]] * 2)
+    assert not [name for name in os.listdir(tmp_path) if "partial" in name]
+
+
+def test_atomic_save_replaces_the_file(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = str(tmp_path / "m.weights.h5")
+    save_weights_atomically(model, path)
+    save_weights_atomically(model, path)
+    assert os.listdir(tmp_path) == ["m.weights.h5"]
