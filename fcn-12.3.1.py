@@ -212,8 +212,6 @@ def evaluate_test_set(model: keras.Model, test_labels: LabelSet, data_path: str,
 
 def segment_image_file(model: keras.Model, image_file: str, height: int, width: int) -> None:
     """Segments one image and saves the book's `-input.png` / `-mask.png` pair."""
-    if not os.path.isfile(image_file):
-        raise UsageError(f"--image-file {image_file}: no such file.")
     image = read_image(image_file, height, width)
     predicted = np.argmax(model.predict_on_batch(image[np.newaxis]), axis=-1)[0]
     stem = os.path.splitext(os.path.basename(image_file))[0]
@@ -271,16 +269,18 @@ def train(
 
 def run(args: argparse.Namespace) -> None:
     """Carries out the parsed command line; raises UsageError/DatasetError for bad input."""
+    if (args.image_file or args.plot) and not args.evaluate:
+        raise UsageError("--image-file and --plot are used with --evaluate.")
     if not (args.train or args.evaluate or args.summary):
         raise UsageError("nothing to do: give --train, --evaluate or --summary (see --help).")
+    if args.image_file and not os.path.isfile(args.image_file):
+        raise UsageError(f"--image-file {args.image_file}: no such file.")
     if args.channels != 3:
         raise UsageError(f"--channels {args.channels}: the images are RGB, so --channels must be 3.")
     if args.depth < 11 or (args.depth - 2) % 9:
         raise UsageError(f"--depth {args.depth}: ResNet v2 depth must be 9n+2 (11, 20, ..., 56, 110).")
     if args.batch_size < 1 or args.epochs < 1 or args.workers < 1:
         raise UsageError("--batch-size, --epochs and --workers must be at least 1.")
-    if args.image_file and not args.evaluate:
-        raise UsageError("--image-file is used with --evaluate.")
     input_shape = (args.height, args.width, args.channels)
     try:
         check_input_shape(input_shape, args.layers)

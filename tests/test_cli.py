@@ -1,0 +1,137 @@
+"""fcn-12.3.1.py end to end, as a reader runs it, and its answers to bad input."""
+
+import os
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import HEIGHT, WIDTH
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
+TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
+WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
+
+
+def run_cli(args, cwd):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True, env=environment, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real 2-epoch training run in a subprocess, shared by the tests below."""
+    from conftest import write_book_dataset
+
+    workdir = tmp_path_factory.mktemp("run")
+    data_path = str(workdir / "drinks")
+    write_book_dataset(data_path)
+    common = [*TINY, "--data-path", data_path, "--save-dir", str(workdir / "weights")]
+    result = run_cli(["--train", "--epochs", "2", "--seed", "1", "--workers", "2", *common], workdir)
+    return workdir, common, result
+
+
+def test_training_writes_weights_histories_and_csv(trained):
+    workdir, _, result = trained
+    assert result.returncode == 0, result.stderr
+    save_dir = workdir / "weights"
+    assert (save_dir / WEIGHTS).is_file()
+    assert len(np.load(save_dir / "miou_history.npy")) == 2
+    assert len(np.load(save_dir / "mpla_history.npy")) == 2
+    header, *rows = (save_dir / "history.csv").read_text().splitlines()
+    assert {"epoch", "loss", "test_miou", "test_pixel_accuracy", "learning_rate"} <= set(header.split(","))
+    assert len(rows) == 2
+    assert "Epoch 2/2" in result.stdout and "Epoch 1: mIoU improved 0.0000 ->" in result.stdout
+    # Nothing lands in the working directory but what the user asked for.
+    assert sorted(os.listdir(workdir)) == ["drinks", "weights"]
+
+
+def test_evaluation_with_the_books_h5_name(trained):
+    workdir, common, _ = trained
+    book_name = WEIGHTS.replace(".weights.h5", ".h5")
+    result = run_cli(["--evaluate", f"--restore-weights={book_name}", *common], workdir)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "Keras 3 saves weights with the .weights.h5 suffix" in lines[0]
+    per_image = [line for line in lines if line.startswith("test0")]
+    assert len(per_image) == 4 and all("mIoU=" in line and "pixel accuracy=" in line for line in per_image)
+    totals = next(line for line in lines if line.startswith("Test images: 4"))
+    miou = float(totals.split("mIoU (book, mean of per-image mIoU): ")[1].split()[0])
+    # The reported total is the best mIoU the training history recorded.
+    assert miou == pytest.approx(np.load(workdir / "weights" / "miou_history.npy").max(), abs=1e-4)
+    assert any(line.startswith("soda can") for line in lines)
+    assert any(line.startswith("Data-set-level mIoU") for line in lines)
+
+
+def test_image_file_and_plot_write_the_books_figures(trained):
+    workdir, common, _ = trained
+    image = str(workdir / "drinks" / "test001.png")
+    result = run_cli(["-e", "--restore-weights", WEIGHTS, "--image-file", image, *common], workdir)
+    assert result.returncode == 0, result.stderr
+    assert {"test001-input.png", "test001-mask.png"} <= set(os.listdir(workdir / "prediction"))
+    result = run_cli(["-e", "--restore-weights", WEIGHTS, "--plot", *common], workdir)
+    assert result.returncode == 0, result.stderr
+    for index in range(4):
+        assert (workdir / "prediction" / f"test{index:03d}-triptych.png").is_file()
+
+
+def call_main(argv, capsys):
+    main = runpy.run_path(SCRIPT)["main"]
+    status = main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--train", "--height", "100"], "--height must be a multiple of 2**(layers + 2) = 8"),
+        (["--train", "--data-path", "nowhere"], "nowhere: data folder not found"),
+        (["--train", "--train-labels", "nope.npy"], "nope.npy: labels file not found"),
+        (["--evaluate", "--restore-weights", "missing.h5"], "--restore-weights missing.h5: no such file"),
+        (["--train", "--depth", "50"], "--depth 50: ResNet v2 depth must be 9n+2"),
+        (["--train", "--channels", "1"], "--channels must be 3"),
+        (["--train", "--batch-size", "20"], "--batch-size 20 is larger than the 8 images"),
+        ([], "nothing to do"),
+        (["--image-file", "x.jpg"], "--image-file and --plot are used with --evaluate"),
+        (["--evaluate", "--image-file", "nowhere.jpg"], "--image-file nowhere.jpg: no such file"),
+    ],
+)
+def test_bad_input_ends_with_one_line_and_status_2(book_dataset, tmp_path, capsys, extra, message):
+    data_path, _ = book_dataset
+    argv = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "w"), *extra]
+    # Later flags win, so the extra ones override the tiny defaults.
+    status, _, err = call_main(argv, capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and message in err and err.startswith("fcn-12.3.1.py: error: ")
+    assert not (tmp_path / "w").exists() or os.listdir(tmp_path / "w") == []
+
+
+def test_weights_for_another_network_are_refused(trained, capsys):
+    workdir, common, _ = trained
+    status, _, err = call_main(["--evaluate", "--restore-weights", WEIGHTS, *common, "--layers", "2"], capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and "these weights do not fit the model" in err
+
+
+def test_truncated_weights_are_refused(trained, tmp_path, capsys):
+    workdir, common, _ = trained
+    truncated = tmp_path / "truncated.weights.h5"
+    truncated.write_bytes((workdir / "weights" / WEIGHTS).read_bytes()[:2000])
+    status, _, err = call_main(["--evaluate", "--restore-weights", str(truncated), *common], capsys)
+    assert status == 2 and "truncated.weights.h5" in err and err.count("\n") == 1
+
+
+def test_help_keeps_the_books_flags(capsys):
+    with pytest.raises(SystemExit):
+        call_main(["--help"], capsys)
+    text = capsys.readouterr().out
+    for flag in ["--layers", "--batch-size", "--epochs", "--workers", "--train", "--summary", "--save-dir",
+                 "--dataset", "--height", "--width", "--channels", "--data-path", "--train-labels",
+                 "--test-labels", "--restore-weights", "--evaluate", "--image-file", "--plot", "--verbose"]:
+        assert flag in text
