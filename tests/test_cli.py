@@ -135,3 +135,14 @@ def test_help_keeps_the_books_flags(capsys):
                  "--dataset", "--height", "--width", "--channels", "--data-path", "--train-labels",
                  "--test-labels", "--restore-weights", "--evaluate", "--image-file", "--plot", "--verbose"]:
         assert flag in text
+
+
+def test_summary_prints_both_models(book_dataset, tmp_path, capsys):
+    data_path, _ = book_dataset
+    status, out, err = call_main(
+        ["--summary", *TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "w")], capsys
+    )
+    assert status == 0, err
+    assert 'Model: "ResNet11v2"' in out and 'Model: "fcn"' in out
+    # Either the diagram was drawn or one line says how to get it.
+    assert (tmp_path / "w" / "fcn.png").is_file() or "pip install pydot" in out
