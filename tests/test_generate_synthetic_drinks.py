@@ -1,0 +1,109 @@
+"""Tests for utils/generate_synthetic_drinks.py: determinism, VIA validity, label agreement, --check."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from skimage import io
+
+import generate_synthetic_drinks as synthetic
+import via
+
+HEIGHT, WIDTH = 64, 96
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("synthetic"))
+    synthetic.generate(output, num_train=6, num_test=3, height=HEIGHT, width=WIDTH, seed=1)
+    return output
+
+
+def read_bytes(path):
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def test_same_seed_same_files_other_seed_different(dataset, tmp_path):
+    again, other = str(tmp_path / "again"), str(tmp_path / "other")
+    synthetic.generate(again, num_train=6, num_test=3, height=HEIGHT, width=WIDTH, seed=1)
+    synthetic.generate(other, num_train=6, num_test=3, height=HEIGHT, width=WIDTH, seed=2)
+    for name in (synthetic.TRAIN_JSON, synthetic.TEST_JSON):
+        assert read_bytes(os.path.join(dataset, name)) == read_bytes(os.path.join(again, name))
+        assert read_bytes(os.path.join(dataset, name)) != read_bytes(os.path.join(other, name))
+    for name in ("0000000.jpg", "0000005.jpg", "1000002.jpg"):
+        first = io.imread(os.path.join(dataset, name))
+        np.testing.assert_array_equal(first, io.imread(os.path.join(again, name)))
+        assert np.abs(first.astype(int) - io.imread(os.path.join(other, name))).mean() > 10
+
+
+def test_via_projects_follow_the_books_format(dataset):
+    names = {}
+    for json_name, count in ((synthetic.TRAIN_JSON, 6), (synthetic.TEST_JSON, 3)):
+        with open(os.path.join(dataset, json_name)) as file:
+            data = json.load(file)
+        assert {"_via_settings", "_via_img_metadata", "_via_attributes", "_via_image_id_list"} <= set(data)
+        metadata = data["_via_img_metadata"]
+        assert len(metadata) == count and data["_via_image_id_list"] == list(metadata)
+        for key, entry in metadata.items():
+            assert set(entry) == {"filename", "size", "regions", "file_attributes"}
+            assert key == entry["filename"] + str(entry["size"])
+            assert entry["size"] == os.path.getsize(os.path.join(dataset, entry["filename"]))
+            image = io.imread(os.path.join(dataset, entry["filename"]))
+            assert image.shape == (HEIGHT, WIDTH, 3) and image.dtype == np.uint8
+            for region in entry["regions"]:
+                shape = region["shape_attributes"]
+                assert shape["name"] == "polygon" and len(shape["all_points_x"]) == len(shape["all_points_y"]) >= 3
+                assert all(isinstance(x, int) and 0 <= x <= WIDTH - 1 for x in shape["all_points_x"])
+                assert all(isinstance(y, int) and 0 <= y <= HEIGHT - 1 for y in shape["all_points_y"])
+                assert region["region_attributes"]["Name"] in ("1", "2", "3")
+            names[entry["filename"]] = json_name
+        assert via.load_project(os.path.join(dataset, json_name)).version == 2
+    assert len(names) == 9  # train and test images have distinct names
+    assert sorted(names)[:1] == ["0000000.jpg"] and sorted(names)[-1] == "1000002.jpg"
+
+
+@pytest.mark.parametrize("size", [(HEIGHT, WIDTH), (96, 128), (240, 320)])
+def test_polygons_reproduce_the_drawn_label_map(size):
+    height, width = size
+    for index in range(6):
+        scene = synthetic.render_scene(np.random.default_rng([3, 0, index]), height, width)
+        rasterized = via.rasterize(scene.regions, height, width)
+        assert (rasterized == scene.label_map).mean() >= 0.97
+        assert set(np.unique(scene.label_map)) <= {0, 1, 2, 3}
+
+
+def test_scenes_vary_in_content():
+    counts, empty, classes = [], 0, set()
+    for index in range(60):
+        scene = synthetic.render_scene(np.random.default_rng([0, 0, index]), 48, 64)
+        present = set(np.unique(scene.label_map)) - {0}
+        classes |= present
+        empty += not present
+        counts.append(len(scene.regions))
+    assert classes == {1, 2, 3}
+    assert 1 <= empty <= 15
+    assert max(counts) >= 4
+
+
+def test_per_image_miou_by_hand():
+    truth = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    prediction = np.array([[0, 0, 0, 1], [0, 2, 1, 1]])
+    # background: 3 / 5; class 1: 3 / 4; class 2 is absent from the truth and not scored.
+    assert synthetic.per_image_miou(prediction, truth, 4) == pytest.approx((3 / 5 + 3 / 4) / 2)
+    assert synthetic.per_image_miou(np.zeros((2, 2), int), np.zeros((2, 2), int), 4) == 1.0
+
+
+def test_check_and_show(dataset, capsys, tmp_path):
+    scores = synthetic.color_baseline(dataset)
+    assert set(scores) == {"histogram MAP (class priors)", "histogram ML (equal priors)"}
+    assert all(0 <= score <= 1 for score in scores.values())
+    output = str(tmp_path / "cli")
+    args = ["--output", output, "--num-train", "4", "--num-test", "2", "--height", "48", "--width", "64"]
+    assert synthetic.main([*args, "--check", "--show"]) == 0
+    text = capsys.readouterr().out
+    assert "Colour-only baseline, histogram MAP (class priors): test mIoU" in text
+    assert "PASS: best colour-only mIoU" in text or "FAIL: best colour-only mIoU" in text
+    sheet = io.imread(os.path.join(output, "contact_sheet.png"))
+    assert sheet.ndim == 3 and sheet.shape[0] > 100
