@@ -2,7 +2,16 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: test demo clean-demo
+# The demo: a synthetic drinks set small enough to train on a 2-core CPU.
+DEMO_DATA := dataset/synthetic
+DEMO_SIZE := --height 96 --width 128
+DEMO_TRAIN := 300
+DEMO_TEST := 50
+DEMO_EPOCHS := 10
+DEMO_SAVE := weights/demo
+DEMO_ARGS := --dataset synthetic --data-path $(DEMO_DATA) $(DEMO_SIZE) --save-dir $(DEMO_SAVE)
+
+.PHONY: test demo
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -12,3 +21,22 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q
+
+$(DEMO_DATA)/segmentation_train.json: | $(VENV)/.installed
+	$(PYTHON) utils/generate_synthetic_drinks.py --output $(DEMO_DATA) --seed 0 \
+		--num-train $(DEMO_TRAIN) --num-test $(DEMO_TEST) $(DEMO_SIZE)
+
+$(DEMO_DATA)/segmentation_test.json: $(DEMO_DATA)/segmentation_train.json
+
+$(DEMO_DATA)/segmentation_%.npy: $(DEMO_DATA)/segmentation_%.json
+	$(PYTHON) utils/generate_gt_segmentation.py -j segmentation_$*.json -p $(DEMO_DATA) --save-filename $@
+
+demo: $(VENV)/.installed
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory $(DEMO_DATA)/segmentation_train.npy $(DEMO_DATA)/segmentation_test.npy && \
+	$(PYTHON) fcn-12.3.1.py --train --epochs $(DEMO_EPOCHS) --seed 0 $(DEMO_ARGS) && \
+	$(PYTHON) fcn-12.3.1.py --evaluate --plot $(DEMO_ARGS) \
+		--restore-weights ResNet56v2-3layer-synthetic-best-iou.weights.h5 | tail -n 8 && \
+	$(PYTHON) utils/plot_history.py --history $(DEMO_SAVE)/miou_history.npy && \
+	$(PYTHON) utils/plot_history.py --history $(DEMO_SAVE)/mpla_history.npy && \
+	echo "Demo done in $$(( $$(date +%s) - start )) s: weights and history plots in $(DEMO_SAVE)/, triptychs in prediction/"
