@@ -8,11 +8,20 @@ batch for the categorical cross-entropy.
 """
 
 import dataclasses
+import logging
 import os
 
 import keras
 import numpy as np
+import PIL.Image
 import skimage.io
+
+logger = logging.getLogger(__name__)
+
+# Pillow image modes read as they are, and those converted to RGB on reading (grey repeated,
+# palette looked up, alpha dropped). Any other mode (16-bit or float grey, CMYK, ...) is refused.
+RGB_MODES = ("RGB",)
+CONVERTED_MODES = ("L", "LA", "1", "P", "PA", "RGBA", "RGBa", "La")
 
 
 class DatasetError(Exception):
@@ -56,8 +65,9 @@ def load_labels(path: str, data_path: str, height: int, width: int) -> LabelSet:
 
     Raises:
         DatasetError: if the file is missing or unreadable, not a non-empty
-            dict of `(height, width, n_classes)` masks with one class count,
-            or a key has no image file in `data_path`.
+            dict of `(height, width, n_classes)` 0/1 masks with one class
+            count, or a key has no usable image file in `data_path` (see
+            `check_image`).
     """
     if not os.path.isfile(path):
         raise DatasetError(
@@ -81,8 +91,10 @@ def load_labels(path: str, data_path: str, height: int, width: int) -> LabelSet:
         raise DatasetError(f"{path}: the labels dict is empty. Annotate some images and regenerate it.")
     masks: dict[str, np.ndarray] = {}
     n_classes = None
+    converted = []
     for key, mask in dictionary.items():
         mask = np.asarray(mask)
+        check_mask_values(mask, key, path)
         if mask.ndim != 3 or mask.shape[:2] != (height, width):
             raise DatasetError(
                 f"{path}: mask of {key!r} has shape {mask.shape}, expected ({height}, {width}, "
@@ -106,13 +118,92 @@ def load_labels(path: str, data_path: str, height: int, width: int) -> LabelSet:
                 f"{path}: key {key!r} has no image {image_path}. Give the right --data-path "
                 "or remove the entry."
             )
+        mode = check_image(image_path, height, width)
+        if mode not in RGB_MODES:
+            converted.append(f"{key} ({mode})")
         # A pixel with no class set (all zeros) is read as background.
         masks[str(key)] = np.argmax(mask, axis=-1).astype(np.uint8)
+    if converted:
+        logger.warning(
+            "%s: %d image(s) are not plain RGB and are converted on reading (grey repeated, alpha "
+            "ignored), e.g. %s", path, len(converted), ", ".join(converted[:3]),
+        )
     return LabelSet(path=path, masks=masks, n_classes=n_classes)
+
+
+def check_mask_values(mask: np.ndarray, key: str, path: str) -> None:
+    """Refuses a mask that is not 0/1 one-hot (bool, integer or float 0.0/1.0 are all fine).
+
+    Args:
+        mask: array. One image's mask.
+        key: str. Its image filename, for the message.
+        path: str. The labels file, for the message.
+
+    Raises:
+        DatasetError: for a non-numeric dtype, or any value other than 0 and 1.
+    """
+    if mask.dtype == bool:
+        return
+    if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
+        raise DatasetError(
+            f"{path}: mask of {key!r} has dtype {mask.dtype}; expected a uint8 one-hot mask. "
+            "Regenerate the labels with utils/generate_gt_segmentation.py."
+        )
+    if np.issubdtype(mask.dtype, np.unsignedinteger):
+        # The common case (the book's uint8 masks): one pass over the array.
+        valid = mask.size == 0 or mask.max() <= 1
+    else:
+        valid = bool(np.isin(mask, (0, 1)).all())
+    if not valid:
+        raise DatasetError(
+            f"{path}: mask of {key!r} holds values other than 0 and 1 (range {mask.min()}..{mask.max()}); "
+            "a one-hot mask marks each pixel's class with a single 1. Regenerate the labels."
+        )
+
+
+def check_image(path: str, height: int, width: int) -> str:
+    """Checks an image file's header without decoding its pixels.
+
+    Args:
+        path: str. Image file.
+        height: int. Required height.
+        width: int. Required width.
+
+    Returns:
+        The Pillow mode, `"RGB"` or one of `CONVERTED_MODES` that `read_image` converts.
+
+    Raises:
+        DatasetError: if the file is not a readable image, its data is cut short (PNG, whose
+            chunk checksums are verified), it is 16-bit, float or CMYK, or it is not
+            `height` x `width`.
+    """
+    try:
+        with PIL.Image.open(path) as image:
+            mode, size = image.mode, image.size
+            image.verify()
+    except Exception as error:  # Pillow raises many types for a bad file
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DatasetError(
+            f"{path}: not a readable image ({reason}). Replace the file or remove its entry from the labels."
+        ) from None
+    if mode not in RGB_MODES + CONVERTED_MODES:
+        raise DatasetError(
+            f"{path}: image mode {mode} is not supported (16-bit, float and CMYK images are refused). "
+            "Convert it to 8-bit RGB, e.g. with Pillow's Image.convert('RGB')."
+        )
+    if size != (width, height):
+        raise DatasetError(
+            f"{path}: image is {size[0]}x{size[1]}, expected {width}x{height} "
+            "(--width x --height). Resize it or give the matching --height/--width."
+        )
+    return mode
 
 
 def read_image(path: str, height: int, width: int) -> np.ndarray:
     """Reads an RGB image as float32 in [0, 1] (the book's `img_as_float`).
+
+    Grey images are repeated into three channels and an alpha channel is
+    dropped (`load_labels` warns about them once); 16-bit images are refused.
 
     Args:
         path: str. Image file.
@@ -130,6 +221,12 @@ def read_image(path: str, height: int, width: int) -> np.ndarray:
         image = skimage.io.imread(path)
     except Exception as error:  # decoders raise many types for a bad file
         raise DatasetError(f"{path}: cannot read the image ({type(error).__name__}: {error}).") from None
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    if image.ndim == 3 and image.shape[-1] in (2, 4):
+        image = image[..., :-1]
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+        image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise DatasetError(
             f"{path}: expected an 8-bit RGB image, found shape {image.shape} dtype {image.dtype}. "

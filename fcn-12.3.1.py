@@ -16,13 +16,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
+import secrets  # noqa: E402
+import shlex  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data_generator import DataGenerator, DatasetError, LabelSet, load_labels, read_image  # noqa: E402
+from checkpoints import (  # noqa: E402
+    CheckpointError,
+    TrainingState,
+    check_same_settings,
+    last_state_path,
+    read_best_metrics,
+    read_training_state,
+    restore_training_state,
+)
+from data_generator import DataGenerator, DatasetError, LabelSet, check_image, load_labels, read_image  # noqa: E402
 from figures import save_input_and_mask, save_triptych  # noqa: E402
 from metrics import SegmentationScores  # noqa: E402
 from model import build_model, weights_name  # noqa: E402
@@ -31,8 +43,13 @@ from training import (  # noqa: E402
     LR_SCHEDULES,
     AccuracyCallback,
     BASE_LEARNING_RATE,
+    NonFiniteLossCallback,
+    NonFiniteLossError,
+    TrainingStateCallback,
     evaluate_dataset,
     get_lr_schedule,
+    save_histories,
+    write_history_csv,
 )
 
 logger = logging.getLogger("fcn")
@@ -40,10 +57,24 @@ logger = logging.getLogger("fcn")
 PREDICTION_DIR = "prediction"
 DRINKS_CLASS_NAMES = ("background", "water bottle", "soda can", "juice can")
 WEIGHTS_SUFFIX = ".weights.h5"
+HISTORY_CSV = "history.csv"
+# Exit statuses besides 0: bad input, a numerical fault in training, Ctrl-C (128 + SIGINT).
+EXIT_BAD_INPUT = 2
+EXIT_NON_FINITE = 3
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
     """A command-line value or named file cannot be used; the message says how to fix it."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; carries the epochs whose state is saved."""
+
+    def __init__(self, epochs_done: int, state_path: str):
+        super().__init__(f"interrupted after {epochs_done} epoch(s)")
+        self.epochs_done = epochs_done
+        self.state_path = state_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--seed", type=int, default=None, metavar="S",
                        help="seed Python, NumPy and TensorFlow for a reproducible run; deterministic ops "
                             "can be slower (default: %(default)s)")
+    group.add_argument("--learning-rate", type=float, default=BASE_LEARNING_RATE, metavar="LR",
+                       help="Adam's learning rate before the schedule's decay (default: %(default)s)")
+    group.add_argument("--resume", action="store_true",
+                       help="with --train: continue the run saved in --save-dir after its last completed "
+                            "epoch (weights, optimizer, epoch, histories, seeds), with the same flags "
+                            "(default: %(default)s)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="with --train: let this run replace the best weights and the saved state in "
+                            "--save-dir even if they are better or unfinished (default: %(default)s)")
 
     group = parser.add_argument_group("inputs")
     group.add_argument("--height", type=int, default=480, help="input image height (default: %(default)s)")
@@ -233,46 +273,181 @@ def save_summary(backbone: keras.Model, fcn: keras.Model, save_dir: str) -> None
         logger.info("No network diagram: it needs `pip install pydot` and Graphviz (`apt-get install graphviz`).")
 
 
+def check_save_dir(save_dir: str) -> None:
+    """Refuses a --save-dir that is a file or cannot be written, without creating anything.
+
+    Raises:
+        UsageError: naming the folder and the reason.
+    """
+    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise UsageError(f"--save-dir {save_dir}: is a file, not a folder. Choose another --save-dir.")
+    existing = os.path.abspath(save_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"--save-dir {save_dir}: cannot be created because {existing} is a file. "
+                         "Choose another --save-dir.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--save-dir {save_dir}: {existing} is not writable. Choose another --save-dir.")
+
+
+def plan_training(args: argparse.Namespace, settings: dict, weights_path: str, state_path: str) -> TrainingState:
+    """Decides where training starts and which mIoU the saved best weights hold, before anything is written.
+
+    Args:
+        args: argparse.Namespace. Uses `resume`, `overwrite`, `epochs`, `seed`.
+        settings: dict. This run's settings (see `checkpoints.RESUME_SETTINGS`).
+        weights_path: str. The best-weights file.
+        state_path: str. The last-state file.
+
+    Returns:
+        The starting `TrainingState`; its `best_miou` is NaN when a best-weights file exists
+        with no metrics record (the caller then scores it).
+
+    Raises:
+        CheckpointError, UsageError: for a state that cannot be resumed or would be lost.
+    """
+    record = read_best_metrics(weights_path) if os.path.isfile(weights_path) else None
+    if args.resume:
+        state = read_training_state(state_path)
+        check_same_settings(state, settings, state_path)
+        if state.epochs_done >= args.epochs:
+            raise UsageError(
+                f"--resume: {state_path} has finished {state.epochs_done} epoch(s) and --epochs is "
+                f"{args.epochs}; give a larger --epochs to train more."
+            )
+        state.epochs = args.epochs
+        if record is not None:
+            state.best_miou = max(state.best_miou, float(record["test_miou"]))
+        logger.info("Resuming %s after epoch %d of %d (best mIoU so far %.4f)",
+                    state_path, state.epochs_done, args.epochs, state.best_miou)
+        return state
+    if os.path.isfile(state_path) and not args.overwrite:
+        earlier = read_training_state(state_path)
+        if earlier.epochs_done < earlier.epochs:
+            raise UsageError(
+                f"{state_path}: an unfinished run (epoch {earlier.epochs_done} of {earlier.epochs}) is saved "
+                "here; add --resume to continue it, or --overwrite to start afresh."
+            )
+    best_miou = 0.0
+    if os.path.isfile(weights_path):
+        if args.overwrite:
+            logger.info("--overwrite: the existing best weights %s will be replaced by this run's best.", weights_path)
+        elif record is not None:
+            best_miou = float(record["test_miou"])
+            logger.info(
+                "Best weights %s exist (mIoU %.4f, epoch %s): this run replaces them only with a better "
+                "model; give --overwrite to replace them anyway.", weights_path, best_miou, record.get("epoch"),
+            )
+        else:
+            best_miou = math.nan
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    return TrainingState(epochs_done=0, epochs=args.epochs, history={}, best_miou=best_miou,
+                         seed=args.seed, shuffle_seed=seed, settings=settings)
+
+
+def score_existing_best(fcn: keras.Model, weights_path: str, test_labels: LabelSet, data_path: str,
+                        batch_size: int) -> float:
+    """The test mIoU of a best-weights file that has no metrics record, leaving `fcn` as it was.
+
+    Raises:
+        UsageError: if the file does not fit the model.
+    """
+    initial = fcn.get_weights()
+    try:
+        restore_weights(fcn, weights_path)
+    except UsageError:
+        raise UsageError(
+            f"{weights_path}: best weights of another model are in the way (no metrics file beside them); "
+            "move them away, choose another --save-dir, or give --overwrite to replace them."
+        ) from None
+    generator = DataGenerator(test_labels, data_path, batch_size=batch_size, shuffle=False, drop_last=False)
+    miou = evaluate_dataset(fcn, generator).mean_iou
+    fcn.set_weights(initial)
+    logger.info(
+        "Best weights %s exist without a metrics file; they score mIoU %.4f on the test set, and this run "
+        "replaces them only with a better model (--overwrite to replace them anyway).", weights_path, miou,
+    )
+    return miou
+
+
 def train(
     fcn: keras.Model,
     train_labels: LabelSet,
     test_labels: LabelSet,
     data_path: str,
     batch_size: int,
-    epochs: int,
     workers: int,
+    learning_rate: float,
     lr_schedule: str,
-    seed: int | None,
+    state: TrainingState,
+    resume: bool,
     weights_path: str,
+    state_path: str,
     save_dir: str,
     verbose: int,
 ) -> keras.callbacks.History:
-    """Trains with Adam and categorical cross-entropy, evaluating every epoch (Listing 12.3.3)."""
+    """Trains with Adam and categorical cross-entropy, evaluating every epoch (Listing 12.3.3).
+
+    After every epoch the full state goes to `state_path`; with `resume` the
+    run continues from it: weights, optimizer, epoch count, histories and the
+    shuffling order.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C (the state of the last completed epoch is kept).
+        NonFiniteLossError: when the loss or weights become NaN or infinite.
+    """
     train_generator = DataGenerator(
-        train_labels, data_path, batch_size=batch_size, shuffle=True, seed=seed, workers=workers
+        train_labels, data_path, batch_size=batch_size, shuffle=True, seed=state.shuffle_seed, workers=workers
     )
+    # Replay the completed epochs' reshuffles, so a resumed run sees the order it would have seen.
+    for _ in range(state.epochs_done):
+        train_generator.on_epoch_end()
     test_generator = DataGenerator(test_labels, data_path, batch_size=batch_size, shuffle=False, drop_last=False)
-    fcn.compile(optimizer=keras.optimizers.Adam(learning_rate=BASE_LEARNING_RATE), loss="categorical_crossentropy")
+    fcn.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="categorical_crossentropy")
+    history_csv = os.path.join(save_dir, HISTORY_CSV)
+    miou_history = state.history.get("test_miou", [])
+    mpla_history = [100.0 * value for value in state.history.get("test_pixel_accuracy", [])]
+    if resume:
+        restore_training_state(fcn, state_path)
+        # A kill between an epoch's history files and its state can leave an epoch too many there.
+        write_history_csv(history_csv, state.history, state.epochs_done)
+        save_histories(save_dir, miou_history, mpla_history)
     logger.info("Classes: %d  Batch size: %d  Training images: %d  Test images: %d",
                 train_labels.n_classes, batch_size, len(train_labels.masks), len(test_labels.masks))
-    logger.info("Best weights: %s", weights_path)
+    logger.info("Best weights: %s  Last state (for --resume): %s", weights_path, state_path)
+    accuracy = AccuracyCallback(
+        test_generator, weights_path, save_dir, best_miou=state.best_miou, settings=state.settings,
+        miou_history=miou_history, mpla_history=mpla_history,
+    )
     callbacks = [
         # First, so the epoch's progress line is finished before the evaluation logs.
         keras.callbacks.ProgbarLogger(),
-        AccuracyCallback(test_generator, weights_path, save_dir),
-        keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule)),
-        # After AccuracyCallback, so the CSV has its test_* columns.
-        keras.callbacks.CSVLogger(os.path.join(save_dir, "history.csv")),
+        # Before every callback that saves, so nothing is saved from a NaN model.
+        NonFiniteLossCallback(),
+        accuracy,
+        keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule, learning_rate)),
+        # Last, so the logs hold the test metrics and the state says an epoch is done only
+        # once its best weights are written.
+        TrainingStateCallback(state_path, history_csv, state, lambda: accuracy.best_miou),
     ]
-    return fcn.fit(train_generator, epochs=epochs, callbacks=callbacks, verbose=1 if verbose else 0)
+    try:
+        return fcn.fit(train_generator, epochs=state.epochs, initial_epoch=state.epochs_done,
+                       callbacks=callbacks, verbose=1 if verbose else 0)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(state.epochs_done, state_path) from None
 
 
 def run(args: argparse.Namespace) -> None:
-    """Carries out the parsed command line; raises UsageError/DatasetError for bad input."""
+    """Carries out the parsed command line; raises UsageError/DatasetError/CheckpointError for bad input."""
     if (args.image_file or args.plot) and not args.evaluate:
         raise UsageError("--image-file and --plot are used with --evaluate.")
     if not (args.train or args.evaluate or args.summary):
         raise UsageError("nothing to do: give --train, --evaluate or --summary (see --help).")
+    if (args.resume or args.overwrite) and not args.train:
+        raise UsageError("--resume and --overwrite are used with --train.")
+    if args.resume and (args.overwrite or args.restore_weights):
+        raise UsageError("--resume continues the saved run as it was: leave out --overwrite and --restore-weights.")
     if args.image_file and not os.path.isfile(args.image_file):
         raise UsageError(f"--image-file {args.image_file}: no such file.")
     if args.channels != 3:
@@ -281,6 +456,8 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"--depth {args.depth}: ResNet v2 depth must be 9n+2 (11, 20, ..., 56, 110).")
     if args.batch_size < 1 or args.epochs < 1 or args.workers < 1:
         raise UsageError("--batch-size, --epochs and --workers must be at least 1.")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise UsageError(f"--learning-rate {args.learning_rate}: must be a positive number, e.g. 1e-3.")
     input_shape = (args.height, args.width, args.channels)
     try:
         check_input_shape(input_shape, args.layers)
@@ -293,6 +470,11 @@ def run(args: argparse.Namespace) -> None:
     test_labels_path = os.path.join(args.data_path, args.test_labels)
     if not os.path.isdir(args.data_path):
         raise DatasetError(f"{args.data_path}: data folder not found. Give the right --data-path.")
+    if not os.listdir(args.data_path):
+        raise DatasetError(
+            f"{args.data_path}: the data folder is empty. Put the images and label files there, or make a "
+            "synthetic set with utils/generate_synthetic_drinks.py."
+        )
     needs_test_set = args.train or (args.evaluate and not args.image_file)
     test_labels = load_labels(test_labels_path, args.data_path, args.height, args.width) if needs_test_set else None
     has_train_labels = args.train or os.path.isfile(train_labels_path)
@@ -306,24 +488,42 @@ def run(args: argparse.Namespace) -> None:
             f"{test_labels_path}: masks have {test_labels.n_classes} classes but "
             f"{train_labels_path} has {n_classes}. Regenerate both with the same classes."
         )
+    if args.train and args.batch_size > len(train_labels.masks):
+        raise DatasetError(
+            f"{train_labels_path}: --batch-size {args.batch_size} is larger than the {len(train_labels.masks)} "
+            "images it lists, so an epoch would have no batch. Lower --batch-size."
+        )
+    if args.image_file:
+        check_image(args.image_file, args.height, args.width)
+    if args.train or args.summary:
+        check_save_dir(args.save_dir)
+    restore_path = None
+    if args.restore_weights:
+        restore_path, explanation = resolve_weights_path(args.restore_weights, args.save_dir)
 
     backbone, fcn = build_model(input_shape, n_layers=args.layers, n_classes=n_classes, n=(args.depth - 2) // 9)
-    try:
-        os.makedirs(args.save_dir, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--save-dir {args.save_dir}: cannot create it ({error.strerror}).") from None
-    if args.train and not os.access(args.save_dir, os.W_OK):
-        raise UsageError(f"--save-dir {args.save_dir}: not writable. Choose another --save-dir.")
     weights_path = os.path.join(args.save_dir, weights_name(backbone, args.layers, args.dataset) + WEIGHTS_SUFFIX)
+    state_path = last_state_path(weights_path)
+    if args.restore_weights:
+        logger.info(explanation)
+        restore_weights(fcn, restore_path)
+    elif args.evaluate:
+        logger.warning("Evaluating an untrained network: give --restore-weights to load trained weights.")
+    if args.train:
+        settings = {
+            "height": args.height, "width": args.width, "layers": args.layers, "depth": args.depth,
+            "n_classes": n_classes, "dataset": args.dataset, "batch_size": args.batch_size,
+            "lr_schedule": args.lr_schedule, "learning_rate": args.learning_rate, "seed": args.seed,
+            "data_path": args.data_path, "train_labels": args.train_labels, "test_labels": args.test_labels,
+        }
+        state = plan_training(args, settings, weights_path, state_path)
+        if math.isnan(state.best_miou):
+            state.best_miou = score_existing_best(fcn, weights_path, test_labels, args.data_path, args.batch_size)
+    if args.train or args.summary:
+        os.makedirs(args.save_dir, exist_ok=True)
 
     if args.summary:
         save_summary(backbone, fcn, args.save_dir)
-    if args.restore_weights:
-        path, explanation = resolve_weights_path(args.restore_weights, args.save_dir)
-        logger.info(explanation)
-        restore_weights(fcn, path)
-    elif args.evaluate:
-        logger.warning("Evaluating an untrained network: give --restore-weights to load trained weights.")
     if args.evaluate:
         if args.image_file:
             segment_image_file(fcn, args.image_file, args.height, args.width)
@@ -332,25 +532,55 @@ def run(args: argparse.Namespace) -> None:
     if args.train:
         train(
             fcn, train_labels, test_labels, args.data_path,
-            batch_size=args.batch_size, epochs=args.epochs, workers=args.workers,
-            lr_schedule=args.lr_schedule, seed=args.seed, weights_path=weights_path,
-            save_dir=args.save_dir, verbose=args.verbose,
+            batch_size=args.batch_size, workers=args.workers, learning_rate=args.learning_rate,
+            lr_schedule=args.lr_schedule, state=state, resume=args.resume, weights_path=weights_path,
+            state_path=state_path, save_dir=args.save_dir, verbose=args.verbose,
         )
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes the run `argv` started."""
+    kept = []
+    skip_value = False
+    for token in argv:
+        if skip_value:
+            skip_value = False
+        elif token == "--restore-weights":
+            skip_value = True
+        elif token not in ("--overwrite", "--resume") and not token.startswith("--restore-weights="):
+            kept.append(token)
+    return shlex.join(["python3", "fcn-12.3.1.py", *kept, "--resume"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for bad input, with one line on stderr)."""
+    """Entry point; returns the exit status, with one line on stderr for each failure.
+
+    Statuses: 0 done, 2 bad input (or usage), 3 the loss or weights became NaN
+    or infinite, 130 interrupted with Ctrl-C.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose <= 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout, force=True)
     try:
         run(args)
-    except (UsageError, DatasetError) as error:
+    except (UsageError, DatasetError, CheckpointError) as error:
         print(f"fcn-12.3.1.py: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as error:
+        print(f"fcn-12.3.1.py: error: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE
+    except TrainingInterrupted as interrupted:
+        if interrupted.epochs_done == 0:
+            print("fcn-12.3.1.py: interrupted before the first epoch ended; nothing to resume, "
+                  "and the best weights are unchanged.", file=sys.stderr)
+        else:
+            print(f"fcn-12.3.1.py: interrupted; the state after the last completed epoch is in "
+                  f"{interrupted.state_path}; resume with: {resume_command(argv)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("fcn-12.3.1.py: interrupted; the best weights saved so far are kept.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

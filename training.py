@@ -3,15 +3,28 @@
 The book's `AccuracyCallback` held a reference to the whole application and
 wrote its histories to the current directory; here it is a small callback
 built from explicit data and paths, writing everything under the save dir.
+`NonFiniteLossCallback` stops a run whose loss or weights stop being finite
+before anything is saved from that state.
 """
 
+import csv
+import functools
 import logging
+import math
 import os
 from collections.abc import Callable
 
 import keras
 import numpy as np
 
+from checkpoints import (
+    TrainingState,
+    best_metrics_path,
+    save_training_state,
+    save_weights_atomically,
+    write_atomically,
+    write_json_atomically,
+)
 from data_generator import DataGenerator
 from metrics import SegmentationScores
 
@@ -27,7 +40,11 @@ CODE_DECAY_STEPS = ((80, 5e-2), (60, 1e-1), (40, 5e-1))
 LR_SCHEDULES = ("text", "code")
 
 
-def lr_schedule_text(epoch: int, lr: float | None = None) -> float:
+class NonFiniteLossError(Exception):
+    """The loss or the weights became NaN or infinite; the message says when."""
+
+
+def lr_schedule_text(epoch: int, lr: float | None = None, base_rate: float = BASE_LEARNING_RATE) -> float:
     """The chapter's schedule: 1e-3, halved every 20 epochs after epoch 40.
 
     Epochs are 0-based as Keras counts them; the boundaries match the book's
@@ -36,35 +53,38 @@ def lr_schedule_text(epoch: int, lr: float | None = None) -> float:
     Args:
         epoch: int. 0-based epoch.
         lr: float. The current rate (unused; Keras passes it).
+        base_rate: float. The rate before any decay. Defaults to 1e-3.
 
     Returns:
         The learning rate of `epoch`.
     """
     if epoch <= TEXT_DECAY_START:
-        return BASE_LEARNING_RATE
+        return base_rate
     halvings = (epoch - TEXT_DECAY_START - 1) // TEXT_DECAY_EVERY + 1
-    return BASE_LEARNING_RATE * 0.5**halvings
+    return base_rate * 0.5**halvings
 
 
-def lr_schedule_code(epoch: int, lr: float | None = None) -> float:
+def lr_schedule_code(epoch: int, lr: float | None = None, base_rate: float = BASE_LEARNING_RATE) -> float:
     """The book's published `lr_scheduler`: x0.5 after 40, x0.1 after 60, x0.05 after 80.
 
     Args:
         epoch: int. 0-based epoch.
         lr: float. The current rate (unused; Keras passes it).
+        base_rate: float. The rate before any decay. Defaults to 1e-3.
 
     Returns:
         The learning rate of `epoch`.
     """
     for boundary, factor in CODE_DECAY_STEPS:
         if epoch > boundary:
-            return BASE_LEARNING_RATE * factor
-    return BASE_LEARNING_RATE
+            return base_rate * factor
+    return base_rate
 
 
-def get_lr_schedule(name: str):
-    """The schedule function called `name` (`"text"` or `"code"`)."""
-    return {"text": lr_schedule_text, "code": lr_schedule_code}[name]
+def get_lr_schedule(name: str, base_rate: float = BASE_LEARNING_RATE) -> Callable[[int, float], float]:
+    """The schedule called `name` (`"text"` or `"code"`) starting from `base_rate`."""
+    schedule = {"text": lr_schedule_text, "code": lr_schedule_code}[name]
+    return functools.partial(schedule, base_rate=base_rate)
 
 
 def evaluate_dataset(
@@ -96,21 +116,6 @@ def evaluate_dataset(
     return scores
 
 
-def save_weights_atomically(model: keras.Model, path: str) -> None:
-    """Saves weights to a temporary file and renames it over `path`.
-
-    A crash while writing leaves the previous file intact.
-
-    Args:
-        model: keras.Model. The model to save.
-        path: str. Target, ending in `.weights.h5`.
-    """
-    directory, filename = os.path.split(path)
-    partial = os.path.join(directory, f".{filename[: -len('.weights.h5')]}.partial.weights.h5")
-    model.save_weights(partial)
-    os.replace(partial, path)
-
-
 class AccuracyCallback(keras.callbacks.Callback):
     """Evaluates the test set every epoch and keeps the best weights by mIoU.
 
@@ -118,23 +123,40 @@ class AccuracyCallback(keras.callbacks.Callback):
     epoch logs (so `History` and `CSVLogger` record them), appends to the
     book's `miou_history.npy` and `mpla_history.npy` (pixel accuracy in percent,
     as the book saved it) in `save_dir`, and saves the weights to
-    `weights_path` when the mIoU improves.
+    `weights_path` when the mIoU improves, with their metrics and `settings` in
+    the JSON file beside them (`<name>-best-iou.json`).
 
     Args:
         test_generator: DataGenerator. The test split.
         weights_path: str. Where the best weights go (`.weights.h5`).
         save_dir: str. Folder of the history files.
         best_miou: float. mIoU to beat before saving. Defaults to 0.
+        settings: dict or None. Run settings recorded beside the best weights.
+            Defaults to None.
+        miou_history: list of float or None. Earlier epochs' mIoU, when a run
+            is resumed. Defaults to None.
+        mpla_history: list of float or None. Earlier epochs' mean pixel
+            accuracy in percent, when a run is resumed. Defaults to None.
     """
 
-    def __init__(self, test_generator: DataGenerator, weights_path: str, save_dir: str, best_miou: float = 0.0):
+    def __init__(
+        self,
+        test_generator: DataGenerator,
+        weights_path: str,
+        save_dir: str,
+        best_miou: float = 0.0,
+        settings: dict | None = None,
+        miou_history: list[float] | None = None,
+        mpla_history: list[float] | None = None,
+    ):
         super().__init__()
         self.test_generator = test_generator
         self.weights_path = weights_path
         self.save_dir = save_dir
         self.best_miou = best_miou
-        self.miou_history: list[float] = []
-        self.mpla_history: list[float] = []
+        self.settings = settings or {}
+        self.miou_history: list[float] = list(miou_history or [])
+        self.mpla_history: list[float] = list(mpla_history or [])
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         scores = evaluate_dataset(self.model, self.test_generator)
@@ -145,17 +167,131 @@ class AccuracyCallback(keras.callbacks.Callback):
             logs["test_dataset_miou"] = scores.dataset_miou
         self.miou_history.append(miou)
         self.mpla_history.append(100.0 * pixel_accuracy)
-        np.save(os.path.join(self.save_dir, "miou_history.npy"), np.array(self.miou_history))
-        np.save(os.path.join(self.save_dir, "mpla_history.npy"), np.array(self.mpla_history))
+        save_histories(self.save_dir, self.miou_history, self.mpla_history)
         if miou > self.best_miou:
             logger.info(
                 "Epoch %d: mIoU improved %.4f -> %.4f (pixel accuracy %.2f%%), saving %s",
                 epoch + 1, self.best_miou, miou, 100 * pixel_accuracy, self.weights_path,
             )
             self.best_miou = miou
+            record = {
+                "weights": os.path.basename(self.weights_path),
+                "epoch": epoch + 1,
+                "test_miou": miou,
+                "test_pixel_accuracy": pixel_accuracy,
+                "test_dataset_miou": _json_number(scores.dataset_miou),
+                "settings": self.settings,
+            }
+            # The record first: a kill between the two writes leaves a bar that is too high,
+            # which can keep a worse model out but never lets one in.
+            write_json_atomically(record, best_metrics_path(self.weights_path))
             save_weights_atomically(self.model, self.weights_path)
         else:
             logger.info(
                 "Epoch %d: mIoU %.4f (best %.4f), pixel accuracy %.2f%%",
                 epoch + 1, miou, self.best_miou, 100 * pixel_accuracy,
+            )
+
+
+def _json_number(value: float) -> float | None:
+    """A float for JSON, None where it is NaN (strict JSON has no NaN)."""
+    return None if math.isnan(value) else float(value)
+
+
+def save_histories(save_dir: str, miou_history: list[float], mpla_history: list[float]) -> None:
+    """Writes the book's `miou_history.npy` and `mpla_history.npy` to `save_dir`.
+
+    Args:
+        save_dir: str. The folder.
+        miou_history: list of float. mIoU per epoch.
+        mpla_history: list of float. Mean pixel accuracy per epoch, in percent.
+    """
+    np.save(os.path.join(save_dir, "miou_history.npy"), np.array(miou_history, dtype=np.float64))
+    np.save(os.path.join(save_dir, "mpla_history.npy"), np.array(mpla_history, dtype=np.float64))
+
+
+def write_history_csv(path: str, history: dict[str, list[float]], epochs_done: int) -> None:
+    """Writes the per-epoch history as CSV (`epoch` then the logged values), atomically.
+
+    Rewritten whole from the saved history every epoch, so the file never
+    has a gap or a repeated epoch, whatever moment a run was killed at.
+
+    Args:
+        path: str. The `history.csv` file.
+        history: dict. Per-epoch values by name, `epochs_done` each.
+        epochs_done: int. Number of rows.
+    """
+    names = sorted(history)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(["epoch", *names])
+            for epoch in range(epochs_done):
+                writer.writerow([epoch, *(repr(history[name][epoch]) for name in names)])
+
+    write_atomically(path, write)
+
+
+class TrainingStateCallback(keras.callbacks.Callback):
+    """Saves the full training state and `history.csv` at the end of every epoch (for `--resume`).
+
+    Put it last in the callback list, so that the epoch's logs hold the test
+    metrics and the epoch's best weights are on disk before the state says
+    the epoch is done.
+
+    Args:
+        state_path: str. The last-state file.
+        csv_path: str. The `history.csv` file.
+        state: TrainingState. The state at the start of the run (after a
+            resume, the saved one); its history and epoch count grow in place.
+        best_miou: callable. Returns the current best mIoU (the AccuracyCallback's).
+    """
+
+    def __init__(self, state_path: str, csv_path: str, state: TrainingState, best_miou: Callable[[], float]):
+        super().__init__()
+        self.state_path = state_path
+        self.csv_path = csv_path
+        self.state = state
+        self.best_miou = best_miou
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.state.history.setdefault(key, []).append(float(value))
+        self.state.epochs_done = epoch + 1
+        self.state.best_miou = float(self.best_miou())
+        write_history_csv(self.csv_path, self.state.history, self.state.epochs_done)
+        save_training_state(self.model, self.state, self.state_path)
+
+
+class NonFiniteLossCallback(keras.callbacks.Callback):
+    """Stops training, raising `NonFiniteLossError`, when the loss or the weights stop being finite.
+
+    Like `keras.callbacks.TerminateOnNaN`, but it raises instead of letting the
+    epoch end, so no later callback can save weights or state from the broken
+    model. Put it before the callbacks that save.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"the training loss became {float(loss)} at batch {batch + 1} of epoch "
+                f"{self._epoch + 1}; lower --learning-rate or check the data. The saved best "
+                "weights and last state are those of earlier epochs."
+            )
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # A last update can break the weights while the epoch's mean loss is still finite.
+        if not all(np.isfinite(value).all() for value in self.model.get_weights()):
+            raise NonFiniteLossError(
+                f"the weights became NaN or infinite in epoch {epoch + 1}; lower --learning-rate. "
+                "The saved best weights and last state are those of earlier epochs."
             )

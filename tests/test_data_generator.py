@@ -113,10 +113,10 @@ def test_bad_images_are_refused(tmp_path):
     corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(DatasetError, match="cannot read the image"):
         read_image(str(corrupt), HEIGHT, WIDTH)
-    gray = tmp_path / "gray.png"
-    skimage.io.imsave(gray, np.zeros((HEIGHT, WIDTH), np.uint8), check_contrast=False)
+    deep = tmp_path / "deep.png"
+    skimage.io.imsave(deep, np.zeros((HEIGHT, WIDTH), np.uint16), check_contrast=False)
     with pytest.raises(DatasetError, match="expected an 8-bit RGB image"):
-        read_image(str(gray), HEIGHT, WIDTH)
+        read_image(str(deep), HEIGHT, WIDTH)
     small = tmp_path / "small.png"
     skimage.io.imsave(small, np.zeros((32, 48, 3), np.uint8), check_contrast=False)
     with pytest.raises(DatasetError, match="image is 48x32, expected 64x64"):

@@ -1,0 +1,185 @@
+"""Never losing work: a killed run resumes, Ctrl-C saves, NaN stops, a better best model stays."""
+
+import csv
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from checkpoints import best_metrics_path, last_state_path, read_training_state
+from conftest import HEIGHT, WIDTH, write_book_dataset
+from model import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
+TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
+WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
+STATE = "ResNet11v2-1layer-drinks-last.state.npz"
+# Runs the real CLI in a subprocess, with one added callback that, at batch PAUSE_BATCH of
+# epoch PAUSE_EPOCH (0-based), creates PAUSE_MARKER and sleeps: the test then signals the
+# process there, in the middle of an epoch, every time.
+LAUNCHER = """
+import os, runpy, sys, time
+sys.path.insert(0, {root!r})
+import keras
+
+class Pause(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == int(os.environ["PAUSE_EPOCH"]) and batch == int(os.environ["PAUSE_BATCH"]):
+            open(os.environ["PAUSE_MARKER"], "w").close()
+            time.sleep(600)
+
+fit = keras.Model.fit
+keras.Model.fit = lambda self, *args, callbacks=(), **kwargs: fit(self, *args, callbacks=[*callbacks, Pause()], **kwargs)
+sys.argv = [{script!r}, *sys.argv[1:]]
+runpy.run_path({script!r}, run_name="__main__")
+""".format(root=ROOT, script=SCRIPT)
+
+
+def environment(**extra):
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
+
+
+def error_lines(stderr):
+    """stderr without TensorFlow's own C++ start-up lines."""
+    noise = ("WARNING: All log messages", "I0000", "W0000", "E0000")
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(noise)]
+
+
+def run_until_paused(args, cwd, epoch, batch, send):
+    """Starts a training run, waits until it pauses mid-epoch, sends it `send`; returns the result."""
+    marker = cwd / f"paused-{epoch}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=environment(PAUSE_EPOCH=str(epoch), PAUSE_BATCH=str(batch), PAUSE_MARKER=str(marker)),
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), process.communicate(timeout=60)
+    process.send_signal(send)
+    stdout, stderr = process.communicate(timeout=120)
+    return process.returncode, stdout, stderr
+
+
+def csv_epochs(save_dir):
+    with open(save_dir / "history.csv", newline="") as file:
+        return [int(row["epoch"]) for row in csv.DictReader(file)]
+
+
+def load_into_tiny_model(path):
+    _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=4, n=1)
+    fcn.load_weights(path)
+    return fcn
+
+
+def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path):
+    data_path = tmp_path / "drinks"
+    write_book_dataset(str(data_path))
+    save_dir = tmp_path / "weights"
+    args = ["--train", "--epochs", "4", "--seed", "3", "--workers", "1", *TINY,
+            "--data-path", str(data_path), "--save-dir", str(save_dir)]
+
+    # SIGKILL in the middle of epoch 2: epoch 1's state and best weights survive whole.
+    status, _, _ = run_until_paused(args, tmp_path, epoch=1, batch=1, send=signal.SIGKILL)
+    assert status == -signal.SIGKILL
+    assert read_training_state(str(save_dir / STATE)).epochs_done == 1
+    assert csv_epochs(save_dir) == [0]
+    load_into_tiny_model(str(save_dir / WEIGHTS))
+    assert not [name for name in os.listdir(save_dir) if ".partial" in name]
+
+    # --resume continues with epoch 2; Ctrl-C in the middle of epoch 3 keeps epoch 2's state.
+    status, stdout, stderr = run_until_paused([*args, "--resume"], tmp_path, epoch=2, batch=1, send=signal.SIGINT)
+    assert status == 130, stderr
+    assert "Resuming" in stdout and "after epoch 1 of 4" in stdout and "Epoch 2/4" in stdout
+    assert "Epoch 1/4" not in stdout
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "Traceback" not in stderr
+    assert "interrupted;" in lines[0] and "resume with: python3 fcn-12.3.1.py --train" in lines[0]
+    assert lines[0].endswith("--resume") and lines[0].count("--resume") == 1
+    assert read_training_state(str(save_dir / STATE)).epochs_done == 2
+
+    # The resume command it printed finishes the run: no gap, no duplicate epoch.
+    result = subprocess.run([sys.executable, SCRIPT, *args, "--resume"], cwd=tmp_path, capture_output=True,
+                            text=True, env=environment(), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Epoch 3/4" in result.stdout and "Epoch 4/4" in result.stdout and "Epoch 2/4" not in result.stdout
+    assert csv_epochs(save_dir) == [0, 1, 2, 3]
+    state = read_training_state(str(save_dir / STATE))
+    assert state.epochs_done == 4 and state.seed == 3
+    assert all(len(values) == 4 for values in state.history.values())
+    miou_history = np.load(save_dir / "miou_history.npy")
+    np.testing.assert_allclose(miou_history, state.history["test_miou"])
+    assert len(np.load(save_dir / "mpla_history.npy")) == 4
+    # The best weights load, and their record holds the best epoch of the whole history.
+    record = json.loads((save_dir / "ResNet11v2-1layer-drinks-best-iou.json").read_text())
+    assert record["test_miou"] == pytest.approx(miou_history.max())
+    assert record["epoch"] == int(np.argmax(miou_history)) + 1
+    assert record["settings"]["layers"] == 1 and record["settings"]["n_classes"] == 4
+    load_into_tiny_model(str(save_dir / WEIGHTS))
+    assert not [name for name in os.listdir(save_dir) if ".partial" in name]
+
+
+def call_main(argv, capsys):
+    main = runpy.run_path(SCRIPT)["main"]
+    status = main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def save_tiny_best(save_dir, miou):
+    """A best-weights file and its metrics record claiming `miou`."""
+    os.makedirs(save_dir, exist_ok=True)
+    _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=4, n=1)
+    path = os.path.join(save_dir, WEIGHTS)
+    fcn.save_weights(path)
+    with open(best_metrics_path(path), "w") as file:
+        json.dump({"test_miou": miou, "epoch": 7}, file)
+    return path
+
+
+def snapshot(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def test_nan_loss_stops_with_status_3_and_saves_nothing(book_dataset, tmp_path, capsys):
+    data_path, _ = book_dataset
+    save_dir = tmp_path / "weights"
+    save_tiny_best(str(save_dir), 0.5)
+    before = snapshot(save_dir)
+    # --overwrite lowers the bar to 0, so only the NaN guard keeps the broken model out.
+    status, out, err = call_main(
+        ["--train", "--epochs", "2", "--overwrite", "--learning-rate", "1e30", *TINY,
+         "--data-path", data_path, "--save-dir", str(save_dir)], capsys,
+    )
+    assert status == 3
+    assert err.count("\n") == 1 and "error: the training loss became nan" in err and "--learning-rate" in err
+    assert "--overwrite: the existing best weights" in out
+    assert snapshot(save_dir) == before
+    assert not os.path.exists(last_state_path(str(save_dir / WEIGHTS)))
+
+
+def test_a_better_existing_best_model_is_kept(book_dataset, tmp_path, capsys):
+    data_path, _ = book_dataset
+    save_dir = tmp_path / "weights"
+    path = save_tiny_best(str(save_dir), 0.99)
+    weights_before = (save_dir / WEIGHTS).read_bytes()
+    status, out, err = call_main(
+        ["--train", "--epochs", "1", *TINY, "--data-path", data_path, "--save-dir", str(save_dir)], capsys
+    )
+    assert status == 0, err
+    assert "(mIoU 0.9900, epoch 7): this run replaces them only with a better model" in out
+    assert "Epoch 1: mIoU" in out and "(best 0.9900)" in out
+    assert (save_dir / WEIGHTS).read_bytes() == weights_before
+    assert json.loads(open(best_metrics_path(path)).read())["test_miou"] == 0.99
+    # A finished run's state is there; a new run may start afresh over it.
+    assert read_training_state(last_state_path(path)).epochs_done == 1
