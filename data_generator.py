@@ -184,7 +184,8 @@ def check_image(path: str, height: int, width: int) -> str:
     except Exception as error:  # Pillow raises many types for a bad file
         reason = " ".join(str(error).split()) or type(error).__name__
         raise DatasetError(
-            f"{path}: not a readable image ({reason}). Replace the file or remove its entry from the labels."
+            f"{path}: not a readable image ({reason}). Replace the file, or remove it and its entry "
+            "in the labels."
         ) from None
     if mode not in RGB_MODES + CONVERTED_MODES:
         raise DatasetError(

@@ -146,8 +146,15 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _save_image(path: str, image: np.ndarray, written: list[str]) -> None:
-    """Saves an RGB image (JPEG quality 95 for .jpg), remembering the path for clean-up."""
+    """Saves an RGB image (JPEG quality 95 for .jpg), remembering it and new folders for clean-up."""
+    folder = os.path.abspath(os.path.dirname(path) or ".")
+    missing = []
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    # Outermost first, so that removing in reverse order empties each folder before its parent.
+    written.extend(reversed(missing))
     written.append(path)
     is_jpeg = os.path.splitext(path)[1].lower() in (".jpg", ".jpeg")
     matplotlib.image.imsave(path, image, pil_kwargs={"quality": JPEG_QUALITY} if is_jpeg else None)
@@ -171,7 +178,8 @@ def convert(
         resize: (height, width) or None. Resize images and regions to this size. Defaults to None.
         resized_path: str or None. Where resized images go (required with `resize`).
         show_dir: str or None. When given, save `<name>-input.png` and `<name>-gt.png` there.
-        written: list of str or None. Receives the path of every file saved, for clean-up.
+        written: list of str or None. Receives the path of every file saved and folder made,
+            for clean-up.
 
     Returns:
         {image filename: uint8 array (H, W, num_classes)}.
@@ -300,9 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         masks = convert(project, args.data_path, num_classes, args.resize, resized_path, show_dir, written)
     except via.ViaError as error:
-        for path in written:
-            if os.path.exists(path):
+        for path in reversed(written):
+            if os.path.isfile(path):
                 os.remove(path)
+            elif os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
         print(f"error: {error}", file=sys.stderr)
         return 2
     save_filename = save_masks(masks, args.save_filename)
