@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny data sets in the book's format, and the --run-large switch."""
+"""Shared fixtures: tiny data sets in the book's format, and the --run-large and --run-slow switches."""
 
 import os
 
@@ -14,6 +14,7 @@ N_CLASSES = 4
 
 def pytest_addoption(parser):
     parser.addoption("--run-large", action="store_true", help="also run tests marked large")
+    parser.addoption("--run-slow", action="store_true", help="run the fuzz tests with their full example counts")
 
 
 def pytest_collection_modifyitems(config, items):
