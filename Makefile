@@ -7,9 +7,11 @@ DEMO_DATA := dataset/synthetic
 DEMO_SIZE := --height 96 --width 128
 DEMO_TRAIN := 300
 DEMO_TEST := 50
-DEMO_EPOCHS := 10
+DEMO_EPOCHS := 4
 DEMO_SAVE := weights/demo
 DEMO_ARGS := --dataset synthetic --data-path $(DEMO_DATA) $(DEMO_SIZE) --save-dir $(DEMO_SAVE)
+# XLA: 1.6x faster training at this size on a 2-core CPU (README, Speed).
+DEMO_TRAIN_ARGS := --epochs $(DEMO_EPOCHS) --seed 0 --jit-compile on
 
 .PHONY: test demo
 
@@ -34,7 +36,7 @@ $(DEMO_DATA)/segmentation_%.npy: $(DEMO_DATA)/segmentation_%.json
 demo: $(VENV)/.installed
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory $(DEMO_DATA)/segmentation_train.npy $(DEMO_DATA)/segmentation_test.npy && \
-	$(PYTHON) fcn-12.3.1.py --train --epochs $(DEMO_EPOCHS) --seed 0 $(DEMO_ARGS) && \
+	$(PYTHON) fcn-12.3.1.py --train $(DEMO_TRAIN_ARGS) $(DEMO_ARGS) && \
 	$(PYTHON) fcn-12.3.1.py --evaluate --plot $(DEMO_ARGS) \
 		--restore-weights ResNet56v2-3layer-synthetic-best-iou.weights.h5 | tail -n 8 && \
 	$(PYTHON) utils/plot_history.py --history $(DEMO_SAVE)/miou_history.npy && \

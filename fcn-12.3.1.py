@@ -57,6 +57,7 @@ logger = logging.getLogger("fcn")
 PREDICTION_DIR = "prediction"
 DRINKS_CLASS_NAMES = ("background", "water bottle", "soda can", "juice can")
 WEIGHTS_SUFFIX = ".weights.h5"
+JIT_CHOICES = {"auto": "auto", "on": True, "off": False}
 HISTORY_CSV = "history.csv"
 # Exit statuses besides 0: bad input, a numerical fault in training, Ctrl-C (128 + SIGINT).
 EXIT_BAD_INPUT = 2
@@ -109,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "can be slower (default: %(default)s)")
     group.add_argument("--learning-rate", type=float, default=BASE_LEARNING_RATE, metavar="LR",
                        help="Adam's learning rate before the schedule's decay (default: %(default)s)")
+    group.add_argument("--jit-compile", choices=JIT_CHOICES, default="auto",
+                       help="XLA-compile the training step: 'auto' is Keras' choice (off on machines without "
+                            "a GPU); 'on' measured 1.6x faster at 128x96 on a 2-core CPU but slower at "
+                            "256x192 (default: %(default)s)")
     group.add_argument("--resume", action="store_true",
                        help="with --train: continue the run saved in --save-dir after its last completed "
                             "epoch (weights, optimizer, epoch, histories, seeds), with the same flags "
@@ -380,6 +385,7 @@ def train(
     workers: int,
     learning_rate: float,
     lr_schedule: str,
+    jit_compile: str,
     state: TrainingState,
     resume: bool,
     weights_path: str,
@@ -404,7 +410,11 @@ def train(
     for _ in range(state.epochs_done):
         train_generator.on_epoch_end()
     test_generator = DataGenerator(test_labels, data_path, batch_size=batch_size, shuffle=False, drop_last=False)
-    fcn.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="categorical_crossentropy")
+    fcn.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="categorical_crossentropy",
+        jit_compile=JIT_CHOICES[jit_compile],
+    )
     history_csv = os.path.join(save_dir, HISTORY_CSV)
     miou_history = state.history.get("test_miou", [])
     mpla_history = [100.0 * value for value in state.history.get("test_pixel_accuracy", [])]
@@ -533,7 +543,7 @@ def run(args: argparse.Namespace) -> None:
         train(
             fcn, train_labels, test_labels, args.data_path,
             batch_size=args.batch_size, workers=args.workers, learning_rate=args.learning_rate,
-            lr_schedule=args.lr_schedule, state=state, resume=args.resume, weights_path=weights_path,
+            lr_schedule=args.lr_schedule, jit_compile=args.jit_compile, state=state, resume=args.resume, weights_path=weights_path,
             state_path=state_path, save_dir=args.save_dir, verbose=args.verbose,
         )
 

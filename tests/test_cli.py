@@ -32,7 +32,10 @@ def trained(tmp_path_factory):
     data_path = str(workdir / "drinks")
     write_book_dataset(data_path)
     common = [*TINY, "--data-path", data_path, "--save-dir", str(workdir / "weights")]
-    result = run_cli(["--train", "--epochs", "2", "--seed", "1", "--workers", "2", *common], workdir)
+    # XLA on, as the demo runs it: the compiled path must work end to end.
+    result = run_cli(
+        ["--train", "--epochs", "2", "--seed", "1", "--workers", "2", "--jit-compile", "on", *common], workdir
+    )
     return workdir, common, result
 
 
