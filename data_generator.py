@@ -304,16 +304,18 @@ class DataGenerator(keras.utils.PyDataset):
         """Image filenames of batch `index`."""
         return self.keys[index * self.batch_size : (index + 1) * self.batch_size]
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch `index`: float32 images in [0, 1] and float32 one-hot masks."""
+    def batch_class_maps(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch `index`: float32 images in [0, 1] and uint8 `(N, H, W)` class-index maps."""
         keys = self.batch_keys(index)
         images = np.empty((len(keys), self.height, self.width, 3), dtype=np.float32)
-        masks = np.empty((len(keys), self.height, self.width, self.n_classes), dtype=np.float32)
-        identity = np.eye(self.n_classes, dtype=np.float32)
         for i, key in enumerate(keys):
             images[i] = read_image(os.path.join(self.data_path, key), self.height, self.width)
-            masks[i] = identity[self.labels.masks[key]]
-        return images, masks
+        return images, np.stack([self.labels.masks[key] for key in keys])
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch `index`: float32 images in [0, 1] and float32 one-hot masks."""
+        images, class_maps = self.batch_class_maps(index)
+        return images, np.eye(self.n_classes, dtype=np.float32)[class_maps]
 
     def on_epoch_end(self) -> None:
         """Reshuffles the order of the images."""

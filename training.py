@@ -106,9 +106,9 @@ def evaluate_dataset(
     """
     scores = SegmentationScores(generator.n_classes)
     for index in range(len(generator)):
-        images, masks = generator[index]
+        # Class-index maps straight from the generator: no one-hot round trip.
+        images, true_labels = generator.batch_class_maps(index)
         keys = generator.batch_keys(index)
-        true_labels = np.argmax(masks, axis=-1)
         predicted_labels = np.argmax(model.predict_on_batch(images), axis=-1)
         scores.update(keys, true_labels, predicted_labels)
         if on_batch is not None:
