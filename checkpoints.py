@@ -28,8 +28,10 @@ STATE_FORMAT = 1
 # Settings that must match for a state or a best model to belong to the same experiment.
 RESUME_SETTINGS = (
     "height", "width", "layers", "depth", "n_classes", "dataset", "batch_size", "lr_schedule",
-    "learning_rate",
+    "learning_rate", "augment", "class_weights", "loss",
 )
+# What a state saved before a setting existed ran with (the book's recipe).
+SETTING_DEFAULTS = {"augment": False, "class_weights": "none", "loss": "ce"}
 
 
 class CheckpointError(Exception):
@@ -208,9 +210,9 @@ def check_same_settings(state: TrainingState, settings: dict, path: str) -> None
         CheckpointError: naming every setting that differs.
     """
     differences = [
-        f"{key} {state.settings.get(key)!r} (now {settings.get(key)!r})"
+        f"{key} {state.settings.get(key, SETTING_DEFAULTS.get(key))!r} (now {settings.get(key)!r})"
         for key in RESUME_SETTINGS
-        if state.settings.get(key) != settings.get(key)
+        if state.settings.get(key, SETTING_DEFAULTS.get(key)) != settings.get(key)
     ]
     if differences:
         raise CheckpointError(

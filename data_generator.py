@@ -16,6 +16,8 @@ import numpy as np
 import PIL.Image
 import skimage.io
 
+from augment import Augmentation
+
 logger = logging.getLogger(__name__)
 
 # Pillow image modes read as they are, and those converted to RGB on reading (grey repeated,
@@ -251,7 +253,11 @@ class DataGenerator(keras.utils.PyDataset):
         shuffle: bool. Shuffle the order every epoch. Defaults to True.
         drop_last: bool. Drop the last partial batch, as the book's training
             does. Defaults to True.
-        seed: int or None. Seed of the shuffling. Defaults to None.
+        seed: int or None. Seed of the shuffling and of the augmentation.
+            Defaults to None.
+        augmentation: Augmentation or None. Random changes applied to each
+            training image and its mask together (`--augment`); evaluation
+            batches (`batch_class_maps`) are never augmented. Defaults to None.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
             to `keras.utils.PyDataset`.
 
@@ -269,6 +275,7 @@ class DataGenerator(keras.utils.PyDataset):
         shuffle: bool = True,
         drop_last: bool = True,
         seed: int | None = None,
+        augmentation: Augmentation | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -286,7 +293,12 @@ class DataGenerator(keras.utils.PyDataset):
         self.drop_last = drop_last
         self.keys = labels.keys
         self.height, self.width = next(iter(labels.masks.values())).shape
+        self.augmentation = augmentation
         self._rng = np.random.default_rng(seed)
+        # Augmentation draws come from (seed, epoch, batch), so worker threads and a resumed
+        # run see the same draws as one uninterrupted run.
+        self._augmentation_seed = np.random.SeedSequence(seed).entropy
+        self._epoch = -1
         self.on_epoch_end()
 
     @property
@@ -315,9 +327,14 @@ class DataGenerator(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch `index`: float32 images in [0, 1] and float32 one-hot masks."""
         images, class_maps = self.batch_class_maps(index)
+        if self.augmentation is not None:
+            rng = np.random.default_rng([self._augmentation_seed, self._epoch, index])
+            for i in range(len(images)):
+                images[i], class_maps[i] = self.augmentation(images[i], class_maps[i], rng)
         return images, np.eye(self.n_classes, dtype=np.float32)[class_maps]
 
     def on_epoch_end(self) -> None:
         """Reshuffles the order of the images."""
+        self._epoch += 1
         if self.shuffle:
             self._rng.shuffle(self.keys)

@@ -26,7 +26,7 @@ from checkpoints import (
     write_json_atomically,
 )
 from data_generator import DataGenerator
-from metrics import SegmentationScores
+from metrics import SegmentationScores, class_names
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,12 @@ TEXT_DECAY_EVERY = 20
 CODE_DECAY_STEPS = ((80, 5e-2), (60, 1e-1), (40, 5e-1))
 
 LR_SCHEDULES = ("text", "code")
+# Epochs in a row a class present in the test set may score IoU 0 before a warning.
+COLLAPSE_PATIENCE = 3
+SMALL_DATA_HINT = (
+    "for small or imbalanced data try --augment --class-weights auto --loss ce+dice "
+    "(README, 'Small data sets')"
+)
 
 
 class NonFiniteLossError(Exception):
@@ -116,6 +122,46 @@ def evaluate_dataset(
     return scores
 
 
+class CollapseMonitor:
+    """Notices a network that has collapsed to a few classes, which pixel accuracy hides.
+
+    One warning when every test pixel is predicted as one class; one when a
+    class present in the test ground truth has scored IoU 0 for `patience`
+    epochs in a row.
+
+    Args:
+        n_classes: int. Number of classes including background.
+        patience: int. Epochs of IoU 0 before warning. Defaults to
+            `COLLAPSE_PATIENCE`.
+    """
+
+    def __init__(self, n_classes: int, patience: int = COLLAPSE_PATIENCE):
+        self.names = class_names(n_classes)
+        self.patience = patience
+        self.zero_epochs = np.zeros(n_classes, dtype=int)
+
+    def check(self, scores: SegmentationScores) -> list[str]:
+        """Updates the counts with one epoch's scores; returns the warnings, one line each."""
+        warnings = []
+        predicted = scores.predicted_classes
+        if len(predicted) == 1:
+            warnings.append(
+                f"the network predicts '{self.names[predicted[0]]}' for every test pixel: it has collapsed "
+                f"to one class, whatever the pixel accuracy says; {SMALL_DATA_HINT}."
+            )
+        present = scores.confusion.sum(axis=1) > 0
+        zero = present & (np.nan_to_num(scores.class_iou, nan=1.0) == 0)
+        self.zero_epochs = np.where(zero, self.zero_epochs + 1, 0)
+        stuck = np.flatnonzero(self.zero_epochs >= self.patience)
+        if len(stuck) and len(predicted) > 1:
+            names = ", ".join(f"'{self.names[k]}'" for k in stuck)
+            warnings.append(
+                f"{names} present in the test set but IoU 0 for {self.patience} or more epochs in a row: "
+                f"the network is not learning {'it' if len(stuck) == 1 else 'them'}; {SMALL_DATA_HINT}."
+            )
+        return warnings
+
+
 class AccuracyCallback(keras.callbacks.Callback):
     """Evaluates the test set every epoch and keeps the best weights by mIoU.
 
@@ -157,6 +203,7 @@ class AccuracyCallback(keras.callbacks.Callback):
         self.settings = settings or {}
         self.miou_history: list[float] = list(miou_history or [])
         self.mpla_history: list[float] = list(mpla_history or [])
+        self.collapse = CollapseMonitor(test_generator.n_classes)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         scores = evaluate_dataset(self.model, self.test_generator)
@@ -168,6 +215,8 @@ class AccuracyCallback(keras.callbacks.Callback):
         self.miou_history.append(miou)
         self.mpla_history.append(100.0 * pixel_accuracy)
         save_histories(self.save_dir, self.miou_history, self.mpla_history)
+        for warning in self.collapse.check(scores):
+            logger.warning("Epoch %d: %s", epoch + 1, warning)
         if miou > self.best_miou:
             logger.info(
                 "Epoch %d: mIoU improved %.4f -> %.4f (pixel accuracy %.2f%%), saving %s",

@@ -1,5 +1,6 @@
 """fcn-12.3.1.py end to end, as a reader runs it, and its answers to bad input."""
 
+import json
 import os
 import runpy
 import subprocess
@@ -149,3 +150,20 @@ def test_summary_prints_both_models(book_dataset, tmp_path, capsys):
     assert 'Model: "ResNet11v2"' in out and 'Model: "fcn"' in out
     # Either the diagram was drawn or one line says how to get it.
     assert (tmp_path / "w" / "fcn.png").is_file() or "pip install pydot" in out
+
+
+def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_dataset, tmp_path):
+    data_path, _ = book_dataset
+    common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights")]
+    recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice"]
+    result = run_cli(["--train", "--epochs", "1", "--seed", "0", *recipe, *common], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Class weights (median-frequency balancing): background" in result.stdout
+    record = json.loads((tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")).read_text())
+    assert record["settings"] | {"augment": True, "class_weights": "auto", "loss": "ce+dice"} == record["settings"]
+    # Resuming under the book's recipe would silently change the run: refused, in one line.
+    resumed = run_cli(["--train", "--epochs", "2", "--seed", "0", "--resume", *common], tmp_path)
+    assert resumed.returncode == 2
+    noise = ("WARNING: All log messages", "I0000", "W0000", "E0000")
+    lines = [line for line in resumed.stderr.splitlines() if line.strip() and not line.startswith(noise)]
+    assert len(lines) == 1 and "augment True (now False)" in lines[0] and "loss 'ce+dice' (now 'ce')" in lines[0]

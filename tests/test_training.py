@@ -9,8 +9,10 @@ import pytest
 from conftest import HEIGHT, WIDTH
 from data_generator import DataGenerator, load_labels
 from model import build_model
+from metrics import SegmentationScores
 from training import (
     AccuracyCallback,
+    CollapseMonitor,
     evaluate_dataset,
     lr_schedule_code,
     lr_schedule_text,
@@ -105,3 +107,47 @@ def test_atomic_save_replaces_the_file(tmp_path):
     save_weights_atomically(model, path)
     save_weights_atomically(model, path)
     assert os.listdir(tmp_path) == ["m.weights.h5"]
+
+
+def scores_of(truth, predicted, n_classes=3):
+    scores = SegmentationScores(n_classes)
+    scores.update([f"{i}.jpg" for i in range(len(truth))], truth, predicted)
+    return scores
+
+
+def test_collapse_warning_fires_on_an_all_background_prediction():
+    truth = np.zeros((2, 8, 8), dtype=np.uint8)
+    truth[:, 2:4, 2:4] = 1
+    truth[1, 5:7, 5:7] = 2
+    scores = scores_of(truth, np.zeros_like(truth))
+    # High pixel accuracy, and still a collapse.
+    assert scores.mean_pixel_accuracy > 0.9
+    warnings = CollapseMonitor(3).check(scores)
+    assert len(warnings) == 1
+    assert "predicts 'background' for every test pixel" in warnings[0] and "--class-weights auto" in warnings[0]
+
+
+def test_no_warning_on_a_good_prediction():
+    truth = np.zeros((2, 8, 8), dtype=np.uint8)
+    truth[:, 2:4, 2:4] = 1
+    truth[1, 5:7, 5:7] = 2
+    predicted = truth.copy()
+    predicted[0, 2, 2] = 0
+    monitor = CollapseMonitor(3)
+    for _ in range(5):
+        assert monitor.check(scores_of(truth, predicted)) == []
+
+
+def test_a_class_stuck_at_iou_zero_warns_after_patience_epochs():
+    truth = np.zeros((1, 8, 8), dtype=np.uint8)
+    truth[0, :2] = 1
+    truth[0, 6:] = 2
+    predicted = truth.copy()
+    predicted[0, 6:] = 1  # class 2 never found, class 1 found
+    monitor = CollapseMonitor(3, patience=2)
+    assert monitor.check(scores_of(truth, predicted)) == []
+    warnings = monitor.check(scores_of(truth, predicted))
+    assert len(warnings) == 1 and "'class 2' present in the test set but IoU 0" in warnings[0]
+    # Found again: the count restarts.
+    assert monitor.check(scores_of(truth, truth)) == []
+    assert monitor.check(scores_of(truth, predicted)) == []

@@ -1,0 +1,125 @@
+"""Losses for imbalanced segmentation: class-weighted cross-entropy and soft Dice.
+
+The book trains with plain categorical cross-entropy, which a rare foreground
+lets the network minimise by predicting background everywhere. Two remedies,
+both chosen on the command line (`--class-weights auto`, `--loss ce+dice`):
+
+- median-frequency class balancing (Eigen & Fergus, 2015): each class's
+  cross-entropy is weighted by `median(freq) / freq(c)`, where `freq(c)` is
+  the class's share of the pixels of the training images that contain it;
+- soft Dice, `1 - mean over classes of 2|P∩Y| / (|P| + |Y|)`, which scores
+  overlap per class whatever the class's size.
+"""
+
+from collections.abc import Iterable
+
+import keras
+import numpy as np
+from keras import ops
+
+LOSSES = ("ce", "ce+dice")
+CLASS_WEIGHTS = ("none", "auto")
+
+
+def median_frequency_weights(class_maps: Iterable[np.ndarray], n_classes: int) -> np.ndarray:
+    """Median-frequency balancing weights from training class-index maps.
+
+    Args:
+        class_maps: iterable of int arrays `(H, W)`. One class-index map per image.
+        n_classes: int. Number of classes including background.
+
+    Returns:
+        float32 array `(n_classes,)`: `median(freq) / freq(c)` over the classes
+        seen in the training set; 1 for a class seen nowhere (it has no pixel
+        to weight).
+
+    Example:
+
+    >>> median_frequency_weights([np.array([[0, 0, 0, 1]])], 2)
+    array([0.6666667, 2.       ], dtype=float32)
+    """
+    class_pixels = np.zeros(n_classes, dtype=np.int64)
+    present_pixels = np.zeros(n_classes, dtype=np.int64)
+    for class_map in class_maps:
+        counts = np.bincount(np.asarray(class_map).ravel(), minlength=n_classes)[:n_classes]
+        class_pixels += counts
+        present_pixels += np.where(counts > 0, class_map.size, 0)
+    seen = class_pixels > 0
+    if not seen.any():
+        return np.ones(n_classes, dtype=np.float32)
+    frequency = class_pixels[seen] / present_pixels[seen]
+    weights = np.ones(n_classes, dtype=np.float64)
+    weights[seen] = np.median(frequency) / frequency
+    return weights.astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="fcn")
+class WeightedCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy of softmax outputs with a weight per class.
+
+    With all weights 1 it equals `keras.losses.CategoricalCrossentropy`.
+
+    Args:
+        class_weights: sequence of float. One weight per class.
+        dice_weight: float. Adds this times the soft Dice loss (0: none).
+            Defaults to 0.
+        name: str. Defaults to "weighted_crossentropy".
+    """
+
+    def __init__(self, class_weights, dice_weight: float = 0.0, name: str = "weighted_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.class_weights = [float(weight) for weight in class_weights]
+        self.dice_weight = float(dice_weight)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.clip(ops.cast(y_pred, "float32"), keras.config.epsilon(), 1.0)
+        weights = ops.convert_to_tensor(self.class_weights, dtype="float32")
+        # Per pixel: -w[c] log p[c] for its true class c.
+        loss = -ops.sum(y_true * weights * ops.log(y_pred), axis=-1)
+        if self.dice_weight:
+            # One Dice term per image, spread over its pixels so the mean over pixels adds it once.
+            dice = soft_dice_loss(y_true, y_pred)
+            loss = loss + self.dice_weight * dice[:, None, None]
+        return loss
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "class_weights": self.class_weights, "dice_weight": self.dice_weight}
+
+
+def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
+    """Soft Dice loss per image: 1 - mean over classes of the smoothed Dice coefficient.
+
+    Args:
+        y_true: float tensor `(N, H, W, C)`. One-hot masks.
+        y_pred: float tensor `(N, H, W, C)`. Class probabilities.
+        smooth: float. Added to numerator and denominator, so a class absent
+            from both prediction and truth scores 1. Defaults to 1.
+
+    Returns:
+        float tensor `(N,)`.
+    """
+    intersection = ops.sum(y_true * y_pred, axis=(1, 2))
+    total = ops.sum(y_true, axis=(1, 2)) + ops.sum(y_pred, axis=(1, 2))
+    dice = (2.0 * intersection + smooth) / (total + smooth)
+    return 1.0 - ops.mean(dice, axis=-1)
+
+
+def build_loss(loss: str, class_weights: np.ndarray | None, n_classes: int) -> keras.losses.Loss | str:
+    """The training loss the command line names.
+
+    Args:
+        loss: str. One of `LOSSES`.
+        class_weights: float array `(n_classes,)` or None (all 1).
+        n_classes: int. Number of classes.
+
+    Returns:
+        The book's "categorical_crossentropy" for `ce` without weights (so the
+        book's run is unchanged), else a `WeightedCrossentropy`.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}. Received: loss={loss}")
+    if loss == "ce" and class_weights is None:
+        return "categorical_crossentropy"
+    weights = np.ones(n_classes, dtype=np.float32) if class_weights is None else class_weights
+    return WeightedCrossentropy(weights, dice_weight=1.0 if loss == "ce+dice" else 0.0)
