@@ -107,3 +107,22 @@ def test_check_and_show(dataset, capsys, tmp_path):
     assert "PASS: best colour-only mIoU" in text or "FAIL: best colour-only mIoU" in text
     sheet = io.imread(os.path.join(output, "contact_sheet.png"))
     assert sheet.ndim == 3 and sheet.shape[0] > 100
+
+
+def test_drink_classes_and_size_options_shape_the_scenes():
+    small = synthetic.SceneOptions(drink_classes=1, drink_size=(0.1, 0.15))
+    default_area, small_area = [], []
+    for index in range(12):
+        default = synthetic.render_scene(np.random.default_rng([4, 0, index]), 96, 128)
+        scene = synthetic.render_scene(np.random.default_rng([4, 0, index]), 96, 128, small)
+        assert {region.class_id for region in scene.regions} <= {1}
+        default_area.append((default.label_map > 0).mean())
+        small_area.append((scene.label_map > 0).mean())
+    assert np.mean(small_area) < 0.5 * np.mean(default_area)
+
+
+@pytest.mark.parametrize("text", ["0.3", "0.5,0.2", "0,0.2", "a,b"])
+def test_bad_drink_size_is_refused(text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        synthetic.build_parser().parse_args(["--drink-size", text])
+    assert exit_info.value.code == 2 and "--drink-size" in capsys.readouterr().err

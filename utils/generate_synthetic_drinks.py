@@ -530,15 +530,30 @@ def draw_item(canvas: np.ndarray, instances: np.ndarray, item: Item, instance_id
     instances[rows, cols] = instance_id
 
 
-def scene_items(rng: np.random.Generator, height: int, width: int) -> list[Item]:
+@dataclasses.dataclass(frozen=True)
+class SceneOptions:
+    """What a scene may hold.
+
+    Attributes:
+        drink_classes: int. Drinks are drawn from classes 1 .. drink_classes
+            (1: water bottles only; 3: all three, the default).
+        drink_size: tuple of float. Range of a drink's height as a fraction
+            of the image height.
+    """
+
+    drink_classes: int = 3
+    drink_size: tuple[float, float] = (0.22, 0.6)
+
+
+def scene_items(rng: np.random.Generator, height: int, width: int, options: SceneOptions) -> list[Item]:
     """The drinks and distractors of one scene, posed and sorted far to near."""
     items = []
     num_drinks = 0
     if rng.random() >= EMPTY_SCENE_PROBABILITY:
         num_drinks = int(rng.choice(np.arange(1, MAX_DRINKS + 1), p=DRINK_COUNT_PROBABILITIES))
     for _ in range(num_drinks):
-        class_id = int(rng.integers(1, 4))
-        size = rng.uniform(0.22, 0.6) * height
+        class_id = int(rng.integers(1, options.drink_classes + 1))
+        size = rng.uniform(*options.drink_size) * height
         if class_id == WATER_BOTTLE:
             items.append(make_bottle(rng, size * 1.1))
         else:
@@ -611,13 +626,15 @@ def visible_regions(instances: np.ndarray, classes: dict[int, int], label_map: n
     return regions
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
+def render_scene(rng: np.random.Generator, height: int, width: int, options: SceneOptions = SceneOptions()) -> Scene:
     """Draws one scene and the VIA polygons of its visible drinks.
 
     Args:
         rng: numpy Generator. The scene's own random stream.
         height: int. Image height.
         width: int. Image width.
+        options: SceneOptions. Drink classes and sizes. Defaults to all
+            three classes at the default sizes.
 
     Returns:
         The `Scene` (image before JPEG compression).
@@ -625,7 +642,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     canvas = background(rng, height, width)
     instances = np.zeros((height, width), dtype=np.int16)
     classes = {}
-    for item in scene_items(rng, height, width):
+    for item in scene_items(rng, height, width, options):
         instance_id = 0
         if item.class_id:
             instance_id = len(classes) + 1
@@ -654,7 +671,14 @@ def image_filename(split_index: int, index: int) -> str:
 
 
 def write_split(
-    output: str, split_index: int, count: int, height: int, width: int, seed: int, progress: keras.utils.Progbar
+    output: str,
+    split_index: int,
+    count: int,
+    height: int,
+    width: int,
+    seed: int,
+    progress: keras.utils.Progbar,
+    options: SceneOptions,
 ) -> list[via.ImageEntry]:
     """Renders and saves one split's images; returns their VIA entries.
 
@@ -666,6 +690,7 @@ def write_split(
         width: int. Image width.
         seed: int. Data set seed.
         progress: keras.utils.Progbar. Advanced once per image.
+        options: SceneOptions. Drink classes and sizes.
 
     Returns:
         One `via.ImageEntry` per image, with its visible polygons.
@@ -673,7 +698,7 @@ def write_split(
     entries = []
     for index in range(count):
         rng = np.random.default_rng([seed, split_index, index])
-        scene = render_scene(rng, height, width)
+        scene = render_scene(rng, height, width, options)
         filename = image_filename(split_index, index)
         path = os.path.join(output, filename)
         matplotlib.image.imsave(path, scene.image, pil_kwargs={"quality": int(rng.integers(60, 91))})
@@ -682,7 +707,15 @@ def write_split(
     return entries
 
 
-def generate(output: str, num_train: int, num_test: int, height: int, width: int, seed: int) -> dict[str, list]:
+def generate(
+    output: str,
+    num_train: int,
+    num_test: int,
+    height: int,
+    width: int,
+    seed: int,
+    options: SceneOptions = SceneOptions(),
+) -> dict[str, list]:
     """Writes the images and the two VIA projects.
 
     Args:
@@ -692,6 +725,8 @@ def generate(output: str, num_train: int, num_test: int, height: int, width: int
         height: int. Image height.
         width: int. Image width.
         seed: int. Data set seed; the same seed gives the same files.
+        options: SceneOptions. Drink classes and sizes. Defaults to the
+            book-like set.
 
     Returns:
         {json file name: list of via.ImageEntry}.
@@ -700,7 +735,7 @@ def generate(output: str, num_train: int, num_test: int, height: int, width: int
     progress = keras.utils.Progbar(num_train + num_test, unit_name="image")
     splits = {}
     for split_index, (json_name, count) in enumerate(((TRAIN_JSON, num_train), (TEST_JSON, num_test))):
-        entries = write_split(output, split_index, count, height, width, seed, progress)
+        entries = write_split(output, split_index, count, height, width, seed, progress, options)
         with open(os.path.join(output, json_name), "w", encoding="utf-8") as file:
             json.dump(via.to_via2(entries), file)
         splits[json_name] = entries
@@ -811,6 +846,17 @@ def contact_sheet(output: str, entries: list[via.ImageEntry], path: str) -> None
 # === Command line ===
 
 
+def drink_size(text: str) -> tuple[float, float]:
+    """Parses --drink-size MIN,MAX (fractions of the image height, 0 < MIN <= MAX <= 1.5)."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX such as 0.1,0.3; received {text!r}") from None
+    if not 0 < low <= high <= 1.5:
+        raise argparse.ArgumentTypeError(f"need 0 < MIN <= MAX <= 1.5; received {text!r}")
+    return low, high
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The generator's flags."""
     parser = argparse.ArgumentParser(
@@ -823,6 +869,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=int, default=480, metavar="H", help="image height (default: %(default)s)")
     parser.add_argument("--width", type=int, default=640, metavar="W", help="image width (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default: %(default)s)")
+    parser.add_argument(
+        "--drink-classes", type=int, choices=(1, 2, 3), default=3, metavar="K",
+        help="draw drinks from the first K classes only (1: water bottles; 2: and soda cans) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--drink-size", type=drink_size, default=SceneOptions.drink_size, metavar="MIN,MAX",
+        help="range of a drink's height as a fraction of the image height (default: 0.22,0.6)",
+    )
     parser.add_argument(
         "--check", action="store_true",
         help=f"score colour-only per-pixel classifiers (fit on train, book's mIoU on test); a fair "
@@ -843,7 +897,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--num-train and --num-test must be at least 1; received {args.num_train}, {args.num_test}")
     if args.height < 32 or args.width < 32:
         parser.error(f"--height and --width must be at least 32; received {args.height}x{args.width}")
-    splits = generate(args.output, args.num_train, args.num_test, args.height, args.width, args.seed)
+    options = SceneOptions(drink_classes=args.drink_classes, drink_size=args.drink_size)
+    splits = generate(args.output, args.num_train, args.num_test, args.height, args.width, args.seed, options)
     for json_name, entries in splits.items():
         per_class = np.bincount([r.class_id for e in entries for r in e.regions], minlength=len(CLASS_NAMES))
         empty = sum(not entry.regions for entry in entries)
