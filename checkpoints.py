@@ -28,10 +28,10 @@ STATE_FORMAT = 1
 # Settings that must match for a state or a best model to belong to the same experiment.
 RESUME_SETTINGS = (
     "height", "width", "layers", "depth", "n_classes", "dataset", "batch_size", "lr_schedule",
-    "learning_rate", "augment", "class_weights", "loss",
+    "learning_rate", "augment", "class_weights", "loss", "precision",
 )
 # What a state saved before a setting existed ran with (the book's recipe).
-SETTING_DEFAULTS = {"augment": False, "class_weights": "none", "loss": "ce"}
+SETTING_DEFAULTS = {"augment": False, "class_weights": "none", "loss": "ce", "precision": "float32"}
 
 
 class CheckpointError(Exception):

@@ -60,6 +60,8 @@ logger = logging.getLogger("fcn")
 PREDICTION_DIR = "prediction"
 WEIGHTS_SUFFIX = ".weights.h5"
 JIT_CHOICES = {"auto": "auto", "on": True, "off": False}
+# Keras dtype policies: weights stay float32; "mixed_*" computes in 16 bits, the softmax in float32.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 HISTORY_CSV = "history.csv"
 # Exit statuses besides 0: bad input, a numerical fault in training, Ctrl-C (128 + SIGINT).
 EXIT_BAD_INPUT = 2
@@ -116,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="XLA-compile the training step: 'auto' is Keras' choice (off on machines without "
                             "a GPU); 'on' measured 1.6x faster at 128x96 on a 2-core CPU but slower at "
                             "256x192 (default: %(default)s)")
+    group.add_argument("--precision", choices=PRECISIONS, default="float32",
+                       help="'mixed_bfloat16': 1.4x faster training at 256x320 on a CPU with avx512_bf16; "
+                            "'mixed_float16': for GPUs (default: %(default)s, as in the book)")
     group.add_argument("--augment", action="store_true",
                        help="random flips, scale/crop and colour jitter of the training images, masks moved "
                             "with them (default: off, as in the book)")
@@ -485,6 +490,9 @@ def run(args: argparse.Namespace) -> None:
         check_input_shape(input_shape, args.layers)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if args.precision == "mixed_bfloat16" and args.jit_compile == "on":
+        # TensorFlow's XLA rejects the mixed bfloat16/float32 gradient of the bilinear upsampling.
+        raise UsageError("--precision mixed_bfloat16 does not compile with --jit-compile on: use --jit-compile off.")
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
 
@@ -523,6 +531,7 @@ def run(args: argparse.Namespace) -> None:
     if args.restore_weights:
         restore_path, explanation = resolve_weights_path(args.restore_weights, args.save_dir)
 
+    keras.mixed_precision.set_global_policy(args.precision)
     backbone, fcn = build_model(input_shape, n_layers=args.layers, n_classes=n_classes, n=(args.depth - 2) // 9)
     weights_path = os.path.join(args.save_dir, weights_name(backbone, args.layers, args.dataset) + WEIGHTS_SUFFIX)
     state_path = last_state_path(weights_path)
@@ -538,6 +547,7 @@ def run(args: argparse.Namespace) -> None:
             "lr_schedule": args.lr_schedule, "learning_rate": args.learning_rate, "seed": args.seed,
             "data_path": args.data_path, "train_labels": args.train_labels, "test_labels": args.test_labels,
             "augment": args.augment, "class_weights": args.class_weights, "loss": args.loss,
+            "precision": args.precision,
         }
         state = plan_training(args, settings, weights_path, state_path)
         if math.isnan(state.best_miou):

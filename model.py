@@ -96,7 +96,8 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
         kernel_initializer="he_normal",
         name="pre_activation",
     )(x)
-    outputs = layers.Softmax(name="segmentation")(x)
+    # float32 whatever the dtype policy, so the loss and the argmax see full-precision probabilities.
+    outputs = layers.Softmax(name="segmentation", dtype="float32")(x)
 
     # === Functional Model ===
     return keras.Model(inputs, outputs, name="fcn")

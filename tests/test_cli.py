@@ -104,6 +104,7 @@ def call_main(argv, capsys):
         ([], "nothing to do"),
         (["--image-file", "x.jpg"], "--image-file and --plot are used with --evaluate"),
         (["--evaluate", "--image-file", "nowhere.jpg"], "--image-file nowhere.jpg: no such file"),
+        (["--train", "--precision", "mixed_bfloat16", "--jit-compile", "on"], "use --jit-compile off"),
     ],
 )
 def test_bad_input_ends_with_one_line_and_status_2(book_dataset, tmp_path, capsys, extra, message):
@@ -155,12 +156,14 @@ def test_summary_prints_both_models(book_dataset, tmp_path, capsys):
 def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_dataset, tmp_path):
     data_path, _ = book_dataset
     common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights")]
-    recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice"]
+    recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice", "--precision", "mixed_bfloat16"]
     result = run_cli(["--train", "--epochs", "1", "--seed", "0", *recipe, *common], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Class weights (median-frequency balancing): background" in result.stdout
     record = json.loads((tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")).read_text())
-    assert record["settings"] | {"augment": True, "class_weights": "auto", "loss": "ce+dice"} == record["settings"]
+    expected = {"augment": True, "class_weights": "auto", "loss": "ce+dice", "precision": "mixed_bfloat16"}
+    assert record["settings"] | expected == record["settings"]
+    assert np.isfinite(record["test_miou"])
     # Resuming under the book's recipe would silently change the run: refused, in one line.
     resumed = run_cli(["--train", "--epochs", "2", "--seed", "0", "--resume", *common], tmp_path)
     assert resumed.returncode == 2
