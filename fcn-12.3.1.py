@@ -39,7 +39,7 @@ from figures import save_input_and_mask, save_triptych  # noqa: E402
 from augment import Augmentation  # noqa: E402
 from losses import CLASS_WEIGHTS, LOSSES, build_loss, median_frequency_weights  # noqa: E402
 from metrics import SegmentationScores, class_names  # noqa: E402
-from model import build_model, weights_name  # noqa: E402
+from model import build_model, set_batchnorm_momentum, weights_name  # noqa: E402
 from resnet import check_input_shape  # noqa: E402
 from training import (  # noqa: E402
     LR_SCHEDULES,
@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--precision", choices=PRECISIONS, default="float32",
                        help="'mixed_bfloat16': 1.4x faster training at 256x320 on a CPU with avx512_bf16; "
                             "'mixed_float16': for GPUs (default: %(default)s, as in the book)")
+    group.add_argument("--bn-momentum", type=float, default=0.99, metavar="M",
+                       help="BatchNormalization's moving-statistics momentum; 0.9 for a few dozen images "
+                            "(default: %(default)s, Keras' and the book's)")
     group.add_argument("--augment", action="store_true",
                        help="random flips, scale/crop and colour jitter of the training images, masks moved "
                             "with them (default: off, as in the book)")
@@ -483,6 +486,8 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"--depth {args.depth}: ResNet v2 depth must be 9n+2 (11, 20, ..., 56, 110).")
     if args.batch_size < 1 or args.epochs < 1 or args.workers < 1:
         raise UsageError("--batch-size, --epochs and --workers must be at least 1.")
+    if not 0 <= args.bn_momentum < 1:
+        raise UsageError(f"--bn-momentum {args.bn_momentum}: must be in [0, 1), e.g. 0.9.")
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise UsageError(f"--learning-rate {args.learning_rate}: must be a positive number, e.g. 1e-3.")
     input_shape = (args.height, args.width, args.channels)
@@ -533,6 +538,7 @@ def run(args: argparse.Namespace) -> None:
 
     keras.mixed_precision.set_global_policy(args.precision)
     backbone, fcn = build_model(input_shape, n_layers=args.layers, n_classes=n_classes, n=(args.depth - 2) // 9)
+    set_batchnorm_momentum(fcn, args.bn_momentum)
     weights_path = os.path.join(args.save_dir, weights_name(backbone, args.layers, args.dataset) + WEIGHTS_SUFFIX)
     state_path = last_state_path(weights_path)
     if args.restore_weights:
@@ -547,7 +553,7 @@ def run(args: argparse.Namespace) -> None:
             "lr_schedule": args.lr_schedule, "learning_rate": args.learning_rate, "seed": args.seed,
             "data_path": args.data_path, "train_labels": args.train_labels, "test_labels": args.test_labels,
             "augment": args.augment, "class_weights": args.class_weights, "loss": args.loss,
-            "precision": args.precision,
+            "precision": args.precision, "bn_momentum": args.bn_momentum,
         }
         state = plan_training(args, settings, weights_path, state_path)
         if math.isnan(state.best_miou):

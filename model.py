@@ -127,6 +127,22 @@ def build_model(
     return backbone, build_fcn(input_shape, backbone, n_classes)
 
 
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
+    """Sets the moving-statistics momentum of every BatchNormalization layer.
+
+    Keras' default, 0.99, keeps 85 % of the initial statistics after an epoch
+    of 16 batches: on a few dozen images the network is evaluated with
+    statistics it has barely met. 0.9 follows the batches ten times faster.
+
+    Args:
+        model: keras.Model. Searched recursively (the backbone is a layer of the FCN).
+        momentum: float. In [0, 1).
+    """
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
 def weights_name(backbone: keras.Model, n_layers: int, dataset: str) -> str:
     """The book's weights name, `ResNet56v2-3layer-drinks-best-iou`.
 

@@ -105,6 +105,7 @@ def call_main(argv, capsys):
         (["--image-file", "x.jpg"], "--image-file and --plot are used with --evaluate"),
         (["--evaluate", "--image-file", "nowhere.jpg"], "--image-file nowhere.jpg: no such file"),
         (["--train", "--precision", "mixed_bfloat16", "--jit-compile", "on"], "use --jit-compile off"),
+        (["--train", "--bn-momentum", "1"], "--bn-momentum 1.0: must be in [0, 1)"),
     ],
 )
 def test_bad_input_ends_with_one_line_and_status_2(book_dataset, tmp_path, capsys, extra, message):
@@ -156,12 +157,14 @@ def test_summary_prints_both_models(book_dataset, tmp_path, capsys):
 def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_dataset, tmp_path):
     data_path, _ = book_dataset
     common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights")]
-    recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice", "--precision", "mixed_bfloat16"]
+    recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice", "--precision", "mixed_bfloat16",
+              "--bn-momentum", "0.9"]
     result = run_cli(["--train", "--epochs", "1", "--seed", "0", *recipe, *common], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Class weights (median-frequency balancing): background" in result.stdout
     record = json.loads((tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")).read_text())
-    expected = {"augment": True, "class_weights": "auto", "loss": "ce+dice", "precision": "mixed_bfloat16"}
+    expected = {"augment": True, "class_weights": "auto", "loss": "ce+dice", "precision": "mixed_bfloat16",
+                "bn_momentum": 0.9}
     assert record["settings"] | expected == record["settings"]
     assert np.isfinite(record["test_miou"])
     # Resuming under the book's recipe would silently change the run: refused, in one line.
