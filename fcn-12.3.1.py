@@ -50,6 +50,7 @@ from augment import Augmentation  # noqa: E402
 from losses import CLASS_WEIGHTS, LOSSES, build_loss, median_frequency_weights  # noqa: E402
 from metrics import SegmentationScores, class_names  # noqa: E402
 from model import build_model, weights_name  # noqa: E402
+from report import REPORT_FILE, write_training_report  # noqa: E402
 from resnet import check_input_shape  # noqa: E402
 from training import (  # noqa: E402
     LR_SCHEDULES,
@@ -58,6 +59,7 @@ from training import (  # noqa: E402
     CollapseMonitor,
     NonFiniteLossCallback,
     NonFiniteLossError,
+    TensorBoardLogger,
     TrainingStateCallback,
     evaluate_dataset,
     get_lr_schedule,
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --train: let this run replace the best weights and the saved state in "
                             "--save-dir even if they are better or unfinished; with --predict-dir or "
                             "--export: replace earlier outputs (default: %(default)s)")
+    group.add_argument("--tensorboard", metavar="DIR",
+                       help="with --train: also log every epoch for TensorBoard to DIR (default: %(default)s)")
 
     group = parser.add_argument_group("inputs")
     group.add_argument("--height", type=int, default=480, help="input image height (default: %(default)s)")
@@ -343,6 +347,22 @@ def segment_folder(model: keras.Model, planned: list[PlannedImage], output_dir: 
         )
 
 
+def report_training(fcn: keras.Model, weights_path: str, history: dict[str, list[float]], test_labels: LabelSet,
+                    data_path: str, batch_size: int, save_dir: str) -> None:
+    """Writes `<save_dir>/report.png` for the best weights of a finished training run."""
+    if os.path.isfile(weights_path):
+        restore_weights(fcn, weights_path)
+        subject = f"best weights {os.path.basename(weights_path)}"
+    else:
+        # No epoch ever beat mIoU 0, so no best weights were saved: report on the last ones.
+        subject = "last weights (no best weights were saved)"
+    generator = DataGenerator(test_labels, data_path, batch_size=batch_size, shuffle=False, drop_last=False)
+    path = os.path.join(save_dir, REPORT_FILE)
+    epochs = len(history.get("loss", []))
+    write_training_report(fcn, generator, history, path, f"Training report: {subject}, {epochs} epoch(s)")
+    logger.info("Saved the training report %s", path)
+
+
 def save_summary(backbone: keras.Model, fcn: keras.Model, save_dir: str) -> None:
     """Prints both summaries and saves the network diagrams when graph tools exist."""
     backbone.summary()
@@ -476,11 +496,14 @@ def train(
     state_path: str,
     save_dir: str,
     verbose: int,
+    tensorboard_dir: str | None = None,
 ) -> keras.callbacks.History:
     """Trains with Adam, evaluating every epoch (Listing 12.3.3).
 
     The book's loss is categorical cross-entropy and it does not augment;
     `loss` and `augmentation` come from `--loss`, `--class-weights` and `--augment`.
+    With `tensorboard_dir` (`--tensorboard`) every epoch's logs, the test
+    metrics included, are also written there for TensorBoard.
 
     After every epoch the full state goes to `state_path`; with `resume` the
     run continues from it: weights, optimizer, epoch count, histories and the
@@ -525,6 +548,8 @@ def train(
         NonFiniteLossCallback(),
         accuracy,
         keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule, learning_rate)),
+        # After the callbacks that add the test metrics and the learning rate to the logs.
+        *([TensorBoardLogger(tensorboard_dir)] if tensorboard_dir else []),
         # Last, so the logs hold the test metrics and the state says an epoch is done only
         # once its best weights are written.
         TrainingStateCallback(state_path, history_csv, state, lambda: accuracy.best_miou),
@@ -547,6 +572,8 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError("--resume is used with --train.")
     if args.overwrite and not (args.train or inference_flags):
         raise UsageError("--overwrite is used with --train, --predict-dir or --export.")
+    if args.tensorboard and not args.train:
+        raise UsageError("--tensorboard is used with --train.")
     if args.predict_output and not args.predict_dir:
         raise UsageError("--predict-output is used with --predict-dir.")
     if inference_flags and args.train:
@@ -608,6 +635,8 @@ def run(args: argparse.Namespace) -> None:
         check_image(args.image_file, args.height, args.width)
     if args.train or args.summary:
         check_output_dir(args.save_dir)
+    if args.tensorboard:
+        check_output_dir(args.tensorboard, "--tensorboard")
     if args.predict_dir:
         planned, predict_output = plan_predict_dir(args.predict_dir, args.predict_output, args.overwrite)
     if args.export:
@@ -659,8 +688,9 @@ def run(args: argparse.Namespace) -> None:
             augmentation=Augmentation() if args.augment else None,
             batch_size=args.batch_size, workers=args.workers, learning_rate=args.learning_rate,
             lr_schedule=args.lr_schedule, jit_compile=args.jit_compile, state=state, resume=args.resume, weights_path=weights_path,
-            state_path=state_path, save_dir=args.save_dir, verbose=args.verbose,
+            state_path=state_path, save_dir=args.save_dir, verbose=args.verbose, tensorboard_dir=args.tensorboard,
         )
+        report_training(fcn, weights_path, state.history, test_labels, args.data_path, args.batch_size, args.save_dir)
     if args.predict_dir:
         segment_folder(fcn, planned, predict_output, args.batch_size, args.verbose)
     if args.export:
