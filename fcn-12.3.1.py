@@ -7,7 +7,7 @@ The command line of *Advanced Deep Learning with Keras*, chapter 12, on Keras 3:
     python3 fcn-12.3.1.py --evaluate --restore-weights=... --image-file=dataset/drinks/0010018.jpg
 
 The book's order of actions is kept: summary, restore, evaluate, train; then
-the project's batch inference (`--predict-dir`) and export (`--export`).
+the project's export (`--export`) and batch inference (`--predict-dir`).
 """
 
 import os
@@ -641,6 +641,7 @@ def run(args: argparse.Namespace) -> None:
         planned, predict_output = plan_predict_dir(args.predict_dir, args.predict_output, args.overwrite)
     if args.export:
         keras_path, saved_model_dir = check_export_paths(args.export, args.overwrite)
+        check_output_dir(os.path.dirname(os.path.abspath(saved_model_dir)), "--export")
     restore_path = None
     if args.restore_weights:
         restore_path, explanation = resolve_weights_path(args.restore_weights, args.save_dir)
@@ -691,12 +692,13 @@ def run(args: argparse.Namespace) -> None:
             state_path=state_path, save_dir=args.save_dir, verbose=args.verbose, tensorboard_dir=args.tensorboard,
         )
         report_training(fcn, weights_path, state.history, test_labels, args.data_path, args.batch_size, args.save_dir)
-    if args.predict_dir:
-        segment_folder(fcn, planned, predict_output, args.batch_size, args.verbose)
     if args.export:
         export_model(fcn, keras_path, saved_model_dir)
         logger.info("Exported the network to %s (keras.saving.load_model) and %s/ (tf.saved_model.load(...).serve)",
                     keras_path, saved_model_dir)
+    # Last: skipped images end the run with status 2 once every other image is done.
+    if args.predict_dir:
+        segment_folder(fcn, planned, predict_output, args.batch_size, args.verbose)
 
 
 def resume_command(argv: list[str]) -> str:

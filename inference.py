@@ -16,6 +16,7 @@ Nothing the user already has is overwritten unless they ask for it.
 """
 
 import dataclasses
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -278,11 +279,6 @@ def check_export_paths(path: str, overwrite: bool = False) -> tuple[str, str]:
             f"--export {path}: {' and '.join(existing)} exist(s) already. Choose another --export, or give "
             "--overwrite to replace the earlier export."
         )
-    parent = os.path.dirname(os.path.abspath(saved_model_dir))
-    if not os.path.isdir(parent):
-        raise InferenceError(f"--export {path}: the folder {parent} does not exist; create it first.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InferenceError(f"--export {path}: the folder {parent} is not writable; choose another --export.")
     return keras_path, saved_model_dir
 
 
@@ -297,7 +293,8 @@ def export_model(model: keras.Model, keras_path: str, saved_model_dir: str) -> N
     Args:
         model: keras.Model. The FCN with its trained weights.
         keras_path: str. Target `.keras` file.
-        saved_model_dir: str. Target SavedModel folder (`tf.saved_model.load(path).serve(x)`).
+        saved_model_dir: str. Target SavedModel folder (`tf.saved_model.load(path).serve(x)`);
+            its parent folder is created if missing.
 
     Example:
 
@@ -305,14 +302,21 @@ def export_model(model: keras.Model, keras_path: str, saved_model_dir: str) -> N
     >>> served = tf.saved_model.load("weights/fcn")   # keep it: `serve` needs its variables
     >>> served.serve(images)   # (N, H, W, n_classes) probabilities
     """
-    write_atomically(keras_path, model.save, suffix=KERAS_SUFFIX)
     parent, name = os.path.split(os.path.abspath(saved_model_dir))
+    os.makedirs(parent, exist_ok=True)
+    write_atomically(keras_path, model.save, suffix=KERAS_SUFFIX)
     temporary = os.path.join(parent, f".{name}.{os.getpid()}.partial")
+    # TensorFlow logs "Assets written to" the temporary folder at INFO level: noise for the user.
+    tensorflow_logger = logging.getLogger("tensorflow")
+    level = tensorflow_logger.level
+    tensorflow_logger.setLevel(logging.WARNING)
     try:
         model.export(temporary, format="tf_saved_model", verbose=False)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    finally:
+        tensorflow_logger.setLevel(level)
     if os.path.isdir(saved_model_dir):
         # A folder cannot be renamed over a non-empty one: move the earlier export aside first.
         previous = os.path.join(parent, f".{name}.{os.getpid()}.previous")

@@ -230,7 +230,7 @@ def test_export_round_trips_and_never_overwrites(tiny_network, tmp_path, capsys)
         (["--predict-dir", "PHOTOS", "--predict-output", "PHOTOS/a.png", "--restore-weights", "WEIGHTS"],
          "--predict-output PHOTOS/a.png: is a file, not a folder"),
         (["--evaluate", "--predict-output", "OUT"], "--predict-output is used with --predict-dir"),
-        (["--export", "OUT/no/fcn", "--restore-weights", "WEIGHTS"], "does not exist; create it first"),
+        (["--export", "PHOTOS/a.png/fcn", "--restore-weights", "WEIGHTS"], "a.png: is a file, not a folder"),
         (["--evaluate", "--overwrite"], "--overwrite is used with --train, --predict-dir or --export"),
     ],
 )
