@@ -202,6 +202,39 @@ def check_image(path: str, height: int, width: int) -> str:
     return mode
 
 
+def decode_image(path: str) -> np.ndarray:
+    """Decodes an image of any size as 8-bit RGB.
+
+    Grey images are repeated into three channels and an alpha channel is
+    dropped; 16-bit, float and CMYK images are refused.
+
+    Args:
+        path: str. Image file.
+
+    Returns:
+        uint8 array `(H, W, 3)`.
+
+    Raises:
+        DatasetError: if the file cannot be decoded or is not 8-bit.
+    """
+    try:
+        image = skimage.io.imread(path)
+    except Exception as error:  # decoders raise many types for a bad file
+        raise DatasetError(f"{path}: cannot read the image ({type(error).__name__}: {error}).") from None
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    if image.ndim == 3 and image.shape[-1] in (2, 4):
+        image = image[..., :-1]
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+        image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise DatasetError(
+            f"{path}: expected an 8-bit RGB image, found shape {image.shape} dtype {image.dtype}. "
+            "Convert it to 8-bit RGB."
+        )
+    return image
+
+
 def read_image(path: str, height: int, width: int) -> np.ndarray:
     """Reads an RGB image as float32 in [0, 1] (the book's `img_as_float`).
 
@@ -220,21 +253,7 @@ def read_image(path: str, height: int, width: int) -> np.ndarray:
         DatasetError: if the file cannot be decoded, is not 8-bit RGB, or is
             not `height` x `width`.
     """
-    try:
-        image = skimage.io.imread(path)
-    except Exception as error:  # decoders raise many types for a bad file
-        raise DatasetError(f"{path}: cannot read the image ({type(error).__name__}: {error}).") from None
-    if image.dtype == bool:
-        image = image.astype(np.uint8) * 255
-    if image.ndim == 3 and image.shape[-1] in (2, 4):
-        image = image[..., :-1]
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
-        image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise DatasetError(
-            f"{path}: expected an 8-bit RGB image, found shape {image.shape} dtype {image.dtype}. "
-            "Convert it to 8-bit RGB."
-        )
+    image = decode_image(path)
     if image.shape[:2] != (height, width):
         raise DatasetError(
             f"{path}: image is {image.shape[1]}x{image.shape[0]}, expected {width}x{height} "

@@ -6,7 +6,8 @@ The command line of *Advanced Deep Learning with Keras*, chapter 12, on Keras 3:
     python3 fcn-12.3.1.py --evaluate --restore-weights=ResNet56v2-3layer-drinks-best-iou.h5
     python3 fcn-12.3.1.py --evaluate --restore-weights=... --image-file=dataset/drinks/0010018.jpg
 
-The book's order of actions is kept: summary, restore, evaluate, train.
+The book's order of actions is kept: summary, restore, evaluate, train; then
+the project's export (`--export`) and batch inference (`--predict-dir`).
 """
 
 import os
@@ -36,10 +37,20 @@ from checkpoints import (  # noqa: E402
 )
 from data_generator import DataGenerator, DatasetError, LabelSet, check_image, load_labels, read_image  # noqa: E402
 from figures import save_input_and_mask, save_triptych  # noqa: E402
+from inference import (  # noqa: E402
+    InferenceError,
+    PlannedImage,
+    check_export_paths,
+    export_model,
+    list_images,
+    plan_outputs,
+    predict_directory,
+)
 from augment import Augmentation  # noqa: E402
 from losses import CLASS_WEIGHTS, LOSSES, build_loss, median_frequency_weights  # noqa: E402
 from metrics import SegmentationScores, class_names  # noqa: E402
 from model import build_model, set_batchnorm_momentum, weights_name  # noqa: E402
+from report import REPORT_FILE, write_training_report  # noqa: E402
 from resnet import check_input_shape  # noqa: E402
 from training import (  # noqa: E402
     LR_SCHEDULES,
@@ -48,6 +59,7 @@ from training import (  # noqa: E402
     CollapseMonitor,
     NonFiniteLossCallback,
     NonFiniteLossError,
+    TensorBoardLogger,
     TrainingStateCallback,
     evaluate_dataset,
     get_lr_schedule,
@@ -139,7 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     group.add_argument("--overwrite", action="store_true",
                        help="with --train: let this run replace the best weights and the saved state in "
-                            "--save-dir even if they are better or unfinished (default: %(default)s)")
+                            "--save-dir even if they are better or unfinished; with --predict-dir or "
+                            "--export: replace earlier outputs (default: %(default)s)")
+    group.add_argument("--tensorboard", metavar="DIR",
+                       help="with --train: also log every epoch for TensorBoard to DIR (default: %(default)s)")
 
     group = parser.add_argument_group("inputs")
     group.add_argument("--height", type=int, default=480, help="input image height (default: %(default)s)")
@@ -163,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --evaluate: save each test image's input, mask and triptych to prediction/")
     group.add_argument("--verbose", type=int, default=1, metavar="LEVEL",
                        help="0 quiet, 1 progress and results, 2 debug (default: %(default)s)")
+
+    group = parser.add_argument_group("batch inference and export (with --restore-weights)")
+    group.add_argument("--predict-dir", metavar="DIR",
+                       help="segment every .jpg/.jpeg/.png image in DIR, any size, into a coloured mask and an "
+                            "overlay per image (default: %(default)s)")
+    group.add_argument("--predict-output", metavar="DIR",
+                       help=f"with --predict-dir: folder of the masks and overlays (default: "
+                            f"{PREDICTION_DIR}/<name of the --predict-dir folder>)")
+    group.add_argument("--export", metavar="PATH",
+                       help="save the network as PATH.keras and as the TensorFlow SavedModel folder PATH "
+                            "(default: %(default)s)")
     return parser
 
 
@@ -279,6 +305,67 @@ def segment_image_file(model: keras.Model, image_file: str, height: int, width: 
     logger.info("Segmented %s (classes found: %s): %s, %s", image_file, present, input_path, mask_path)
 
 
+def plan_predict_dir(input_dir: str, output_dir: str | None, overwrite: bool) -> tuple[list[PlannedImage], str]:
+    """Lists the images of `--predict-dir` and names their outputs, refusing to overwrite.
+
+    Args:
+        input_dir: str. The `--predict-dir` folder.
+        output_dir: str or None. The `--predict-output` folder; None means
+            `prediction/<name of input_dir>`.
+        overwrite: bool. The `--overwrite` flag.
+
+    Returns:
+        `(planned images, output folder)`.
+
+    Raises:
+        InferenceError, UsageError: for a folder without images or outputs in the way.
+    """
+    image_paths = list_images(input_dir)
+    if output_dir is None:
+        output_dir = os.path.join(PREDICTION_DIR, os.path.basename(os.path.abspath(input_dir)))
+    check_output_dir(output_dir, "--predict-output")
+    return plan_outputs(image_paths, output_dir, overwrite), output_dir
+
+
+def segment_folder(model: keras.Model, planned: list[PlannedImage], output_dir: str, batch_size: int,
+                   verbose: int) -> None:
+    """Segments the planned images with a progress bar, and logs where the outputs are.
+
+    Unreadable images are skipped with a warning line each, so the rest are
+    still segmented.
+
+    Raises:
+        DatasetError: after the run, if any image was skipped (exit status 2).
+    """
+    logger.info("Segmenting %d image(s) into %s/, %d per batch", len(planned), output_dir, batch_size)
+    summary = predict_directory(model, planned, output_dir, batch_size=batch_size, verbose=verbose)
+    for _, reason in summary.skipped:
+        logger.warning("skipped %s", reason)
+    logger.info("Wrote %d mask(s) and overlay(s) to %s/ (<image>-mask.png, <image>-overlay.png)",
+                len(summary.written), output_dir)
+    if summary.skipped:
+        raise DatasetError(
+            f"{len(summary.skipped)} of {len(planned)} image(s) could not be read and were skipped (named above); "
+            f"the other {len(summary.written)} are segmented in {output_dir}/."
+        )
+
+
+def report_training(fcn: keras.Model, weights_path: str, history: dict[str, list[float]], test_labels: LabelSet,
+                    data_path: str, batch_size: int, save_dir: str) -> None:
+    """Writes `<save_dir>/report.png` for the best weights of a finished training run."""
+    if os.path.isfile(weights_path):
+        restore_weights(fcn, weights_path)
+        subject = f"best weights {os.path.basename(weights_path)}"
+    else:
+        # No epoch ever beat mIoU 0, so no best weights were saved: report on the last ones.
+        subject = "last weights (no best weights were saved)"
+    generator = DataGenerator(test_labels, data_path, batch_size=batch_size, shuffle=False, drop_last=False)
+    path = os.path.join(save_dir, REPORT_FILE)
+    epochs = len(history.get("loss", []))
+    write_training_report(fcn, generator, history, path, f"Training report: {subject}, {epochs} epoch(s)")
+    logger.info("Saved the training report %s", path)
+
+
 def save_summary(backbone: keras.Model, fcn: keras.Model, save_dir: str) -> None:
     """Prints both summaries and saves the network diagrams when graph tools exist."""
     backbone.summary()
@@ -292,22 +379,26 @@ def save_summary(backbone: keras.Model, fcn: keras.Model, save_dir: str) -> None
         logger.info("No network diagram: it needs `pip install pydot` and Graphviz (`apt-get install graphviz`).")
 
 
-def check_save_dir(save_dir: str) -> None:
-    """Refuses a --save-dir that is a file or cannot be written, without creating anything.
+def check_output_dir(directory: str, flag: str = "--save-dir") -> None:
+    """Refuses an output folder that is a file or cannot be written, without creating anything.
+
+    Args:
+        directory: str. The folder.
+        flag: str. The flag that named it, for the message. Defaults to "--save-dir".
 
     Raises:
         UsageError: naming the folder and the reason.
     """
-    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
-        raise UsageError(f"--save-dir {save_dir}: is a file, not a folder. Choose another --save-dir.")
-    existing = os.path.abspath(save_dir)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError(f"{flag} {directory}: is a file, not a folder. Choose another {flag}.")
+    existing = os.path.abspath(directory)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise UsageError(f"--save-dir {save_dir}: cannot be created because {existing} is a file. "
-                         "Choose another --save-dir.")
+        raise UsageError(f"{flag} {directory}: cannot be created because {existing} is a file. "
+                         f"Choose another {flag}.")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--save-dir {save_dir}: {existing} is not writable. Choose another --save-dir.")
+        raise UsageError(f"{flag} {directory}: {existing} is not writable. Choose another {flag}.")
 
 
 def plan_training(args: argparse.Namespace, settings: dict, weights_path: str, state_path: str) -> TrainingState:
@@ -408,11 +499,14 @@ def train(
     state_path: str,
     save_dir: str,
     verbose: int,
+    tensorboard_dir: str | None = None,
 ) -> keras.callbacks.History:
     """Trains with Adam, evaluating every epoch (Listing 12.3.3).
 
     The book's loss is categorical cross-entropy and it does not augment;
     `loss` and `augmentation` come from `--loss`, `--class-weights` and `--augment`.
+    With `tensorboard_dir` (`--tensorboard`) every epoch's logs, the test
+    metrics included, are also written there for TensorBoard.
 
     After every epoch the full state goes to `state_path`; with `resume` the
     run continues from it: weights, optimizer, epoch count, histories and the
@@ -457,6 +551,8 @@ def train(
         NonFiniteLossCallback(),
         accuracy,
         keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule, learning_rate)),
+        # After the callbacks that add the test metrics and the learning rate to the logs.
+        *([TensorBoardLogger(tensorboard_dir)] if tensorboard_dir else []),
         # Last, so the logs hold the test metrics and the state says an epoch is done only
         # once its best weights are written.
         TrainingStateCallback(state_path, history_csv, state, lambda: accuracy.best_miou),
@@ -472,10 +568,22 @@ def run(args: argparse.Namespace) -> None:
     """Carries out the parsed command line; raises UsageError/DatasetError/CheckpointError for bad input."""
     if (args.image_file or args.plot) and not args.evaluate:
         raise UsageError("--image-file and --plot are used with --evaluate.")
-    if not (args.train or args.evaluate or args.summary):
-        raise UsageError("nothing to do: give --train, --evaluate or --summary (see --help).")
-    if (args.resume or args.overwrite) and not args.train:
-        raise UsageError("--resume and --overwrite are used with --train.")
+    if not (args.train or args.evaluate or args.summary or args.predict_dir or args.export):
+        raise UsageError("nothing to do: give --train, --evaluate, --summary, --predict-dir or --export (see --help).")
+    inference_flags = args.predict_dir or args.export
+    if args.resume and not args.train:
+        raise UsageError("--resume is used with --train.")
+    if args.overwrite and not (args.train or inference_flags):
+        raise UsageError("--overwrite is used with --train, --predict-dir or --export.")
+    if args.tensorboard and not args.train:
+        raise UsageError("--tensorboard is used with --train.")
+    if args.predict_output and not args.predict_dir:
+        raise UsageError("--predict-output is used with --predict-dir.")
+    if inference_flags and args.train:
+        raise UsageError("--predict-dir and --export are not used with --train: train first, then give them "
+                         "with --restore-weights.")
+    if inference_flags and not args.restore_weights:
+        raise UsageError("--predict-dir and --export need trained weights: give --restore-weights.")
     if args.resume and (args.overwrite or args.restore_weights):
         raise UsageError("--resume continues the saved run as it was: leave out --overwrite and --restore-weights.")
     if args.image_file and not os.path.isfile(args.image_file):
@@ -531,7 +639,14 @@ def run(args: argparse.Namespace) -> None:
     if args.image_file:
         check_image(args.image_file, args.height, args.width)
     if args.train or args.summary:
-        check_save_dir(args.save_dir)
+        check_output_dir(args.save_dir)
+    if args.tensorboard:
+        check_output_dir(args.tensorboard, "--tensorboard")
+    if args.predict_dir:
+        planned, predict_output = plan_predict_dir(args.predict_dir, args.predict_output, args.overwrite)
+    if args.export:
+        keras_path, saved_model_dir = check_export_paths(args.export, args.overwrite)
+        check_output_dir(os.path.dirname(os.path.abspath(saved_model_dir)), "--export")
     restore_path = None
     if args.restore_weights:
         restore_path, explanation = resolve_weights_path(args.restore_weights, args.save_dir)
@@ -580,8 +695,16 @@ def run(args: argparse.Namespace) -> None:
             augmentation=Augmentation() if args.augment else None,
             batch_size=args.batch_size, workers=args.workers, learning_rate=args.learning_rate,
             lr_schedule=args.lr_schedule, jit_compile=args.jit_compile, state=state, resume=args.resume, weights_path=weights_path,
-            state_path=state_path, save_dir=args.save_dir, verbose=args.verbose,
+            state_path=state_path, save_dir=args.save_dir, verbose=args.verbose, tensorboard_dir=args.tensorboard,
         )
+        report_training(fcn, weights_path, state.history, test_labels, args.data_path, args.batch_size, args.save_dir)
+    if args.export:
+        export_model(fcn, keras_path, saved_model_dir)
+        logger.info("Exported the network to %s (keras.saving.load_model) and %s/ (tf.saved_model.load(...).serve)",
+                    keras_path, saved_model_dir)
+    # Last: skipped images end the run with status 2 once every other image is done.
+    if args.predict_dir:
+        segment_folder(fcn, planned, predict_output, args.batch_size, args.verbose)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -610,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout, force=True)
     try:
         run(args)
-    except (UsageError, DatasetError, CheckpointError) as error:
+    except (UsageError, DatasetError, CheckpointError, InferenceError) as error:
         print(f"fcn-12.3.1.py: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NonFiniteLossError as error:

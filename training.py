@@ -4,7 +4,8 @@ The book's `AccuracyCallback` held a reference to the whole application and
 wrote its histories to the current directory; here it is a small callback
 built from explicit data and paths, writing everything under the save dir.
 `NonFiniteLossCallback` stops a run whose loss or weights stop being finite
-before anything is saved from that state.
+before anything is saved from that state. `TensorBoardLogger` writes every
+epoch's logs for TensorBoard (`--tensorboard`).
 """
 
 import csv
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from checkpoints import (
     TrainingState,
@@ -344,3 +346,42 @@ class NonFiniteLossCallback(keras.callbacks.Callback):
                 f"the weights became NaN or infinite in epoch {epoch + 1}; lower --learning-rate. "
                 "The saved best weights and last state are those of earlier epochs."
             )
+
+
+class TensorBoardLogger(keras.callbacks.Callback):
+    """Writes every epoch's logs as TensorBoard scalars, `epoch_<name>` under `<log_dir>/train`.
+
+    The tags and folder are those of `keras.callbacks.TensorBoard`, but that
+    callback needs the `tensorboard` package, which TensorFlow 2.21 no longer
+    installs, and fails at the end of the first epoch without it; this one
+    writes the event files with TensorFlow alone. Put it after the callbacks
+    that add to the logs (the test metrics, the learning rate).
+    View them with `pip install tensorboard; tensorboard --logdir DIR`.
+
+    Args:
+        log_dir: str. The `--tensorboard` folder.
+    """
+
+    # What TensorBoard's scalars plugin looks for in a summary.
+    SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
+        plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")
+    )
+
+    def __init__(self, log_dir: str):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writer = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        with self._writer.as_default():
+            for name, value in (logs or {}).items():
+                tf.summary.write(f"epoch_{name}", tf.constant(float(value)), step=epoch,
+                                 metadata=self.SCALAR_METADATA)
+        # Each epoch on disk at once, so a killed run keeps its curves.
+        self._writer.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._writer.close()

@@ -1,0 +1,200 @@
+"""A one-page PNG report of a training run (a project addition).
+
+The book plots its two histories one figure each (Figures 12.5.1 and
+12.5.2). At the end of `--train` this module draws one page with what a
+reader checks first: the loss, the test mIoU and pixel accuracy per epoch,
+and, for the best weights on the test set, the data-set-level IoU of each
+class, the confusion matrix, and the triptychs (Figure 12.5.3) of the worst,
+median and best test images by the book's mIoU.
+"""
+
+import dataclasses
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.ticker  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from checkpoints import write_atomically  # noqa: E402
+from data_generator import DataGenerator, read_image  # noqa: E402
+from figures import colorize  # noqa: E402
+from metrics import SegmentationScores, class_names  # noqa: E402
+from training import evaluate_dataset  # noqa: E402
+
+REPORT_FILE = "report.png"
+# Panel grid: the top row has 4 plots, each example row 3 pictures; 12 columns fit both.
+GRID_COLUMNS = 12
+# Per-epoch values drawn on the metrics plot, with their legends.
+METRIC_CURVES = (
+    ("test_miou", "mIoU (book: mean of per-image mIoU)"),
+    ("test_dataset_miou", "mIoU (data-set level)"),
+    ("test_pixel_accuracy", "pixel accuracy"),
+)
+
+
+@dataclasses.dataclass
+class Example:
+    """One test image for the report's triptychs.
+
+    Attributes:
+        label: str. Why it was chosen and its scores, e.g. `"worst: a.jpg, mIoU 0.41"`.
+        image: float array `(H, W, 3)` in [0, 1].
+        truth: int array `(H, W)`. Ground-truth classes.
+        predicted: int array `(H, W)`. Predicted classes.
+    """
+
+    label: str
+    image: np.ndarray
+    truth: np.ndarray
+    predicted: np.ndarray
+
+
+def pick_examples(scores: SegmentationScores) -> list[tuple[str, str]]:
+    """Chooses the test images with the worst, the median and the best of the book's mIoU.
+
+    Args:
+        scores: SegmentationScores. The test set's scores.
+
+    Returns:
+        `(label, image name)` pairs from the lowest mIoU to the highest (fewer
+        when the test set has fewer than three images).
+    """
+    ranked = sorted(scores.images, key=lambda image: image.miou)
+    if not ranked:
+        return []
+    # Later keys win where positions coincide (fewer than three images).
+    positions = {(len(ranked) - 1) // 2: "median", 0: "worst", len(ranked) - 1: "best"}
+    return [
+        (f"{rank}: {ranked[position].name}, mIoU {ranked[position].miou:.3f}, pixel accuracy "
+         f"{100 * ranked[position].pixel_accuracy:.1f}%", ranked[position].name)
+        for position, rank in sorted(positions.items())
+    ]
+
+
+def collect_examples(model: keras.Model, generator: DataGenerator, picked: list[tuple[str, str]]) -> list[Example]:
+    """Reads and segments the chosen test images, in one batch.
+
+    Args:
+        model: keras.Model. The FCN.
+        generator: DataGenerator. The test split (its labels and data path).
+        picked: list of (label, image name). From `pick_examples`.
+
+    Returns:
+        One `Example` per pair.
+    """
+    if not picked:
+        return []
+    images = np.stack([
+        read_image(os.path.join(generator.data_path, name), generator.height, generator.width) for _, name in picked
+    ])
+    predicted = np.argmax(model.predict_on_batch(images), axis=-1)
+    return [
+        Example(label, image, generator.labels.masks[name], labels)
+        for (label, name), image, labels in zip(picked, images, predicted)
+    ]
+
+
+def draw_report(history: dict[str, list[float]], scores: SegmentationScores, examples: list[Example],
+                title: str) -> plt.Figure:
+    """Draws the report page.
+
+    Args:
+        history: dict. Per-epoch logs (`loss`, `test_miou`, `test_pixel_accuracy`,
+            `test_dataset_miou`), one value per epoch; missing names are left out.
+        scores: SegmentationScores. The best weights' scores on the test set.
+        examples: list of Example. Test images to show as triptychs.
+        title: str. The page's title.
+
+    Returns:
+        The figure (the caller saves and closes it).
+    """
+    names = class_names(scores.n_classes)
+    fig = plt.figure(figsize=(18, 4.5 + 3.6 * len(examples)), layout="constrained")
+    grid = fig.add_gridspec(1 + len(examples), GRID_COLUMNS, height_ratios=[1.25] + [1.0] * len(examples))
+    quarter = GRID_COLUMNS // 4
+
+    loss_axis = fig.add_subplot(grid[0, 0:quarter])
+    if history.get("loss"):
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        loss_axis.plot(epochs, history["loss"], marker="o", markersize=3)
+    loss_axis.set(title="Training loss", xlabel="epoch", ylabel="loss")
+    loss_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    loss_axis.grid(alpha=0.3)
+
+    metric_axis = fig.add_subplot(grid[0, quarter : 2 * quarter])
+    for key, legend in METRIC_CURVES:
+        if history.get(key):
+            epochs = np.arange(1, len(history[key]) + 1)
+            metric_axis.plot(epochs, history[key], marker="o", markersize=3, label=legend)
+    if history.get("test_miou"):
+        best = int(np.argmax(history["test_miou"]))
+        metric_axis.axvline(best + 1, color="grey", linestyle=":", label=f"best mIoU, epoch {best + 1}")
+    metric_axis.set(title="Test set per epoch", xlabel="epoch", ylim=(0, 1.02))
+    metric_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    metric_axis.legend(fontsize=8, loc="best")
+    metric_axis.grid(alpha=0.3)
+
+    iou_axis = fig.add_subplot(grid[0, 2 * quarter : 3 * quarter])
+    class_iou = scores.class_iou
+    positions = np.arange(scores.n_classes)
+    bars = iou_axis.bar(positions, np.nan_to_num(class_iou), color=colorize(positions) / 255.0, edgecolor="black")
+    for bar, iou in zip(bars, class_iou):
+        iou_axis.annotate("n/a" if np.isnan(iou) else f"{iou:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                          ha="center", va="bottom", fontsize=8)
+    iou_axis.set_xticks(positions, names, rotation=30, ha="right", fontsize=8)
+    iou_axis.set(title=f"IoU per class, best weights (mean {scores.dataset_miou:.3f})", ylim=(0, 1.1))
+
+    confusion_axis = fig.add_subplot(grid[0, 3 * quarter :])
+    truth_pixels = scores.confusion.sum(axis=1, keepdims=True)
+    shares = scores.confusion / np.maximum(truth_pixels, 1)
+    confusion_axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (true_class, predicted_class), share in np.ndenumerate(shares):
+        confusion_axis.text(predicted_class, true_class, f"{share:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if share > 0.5 else "black")
+    confusion_axis.set_xticks(positions, names, rotation=30, ha="right", fontsize=8)
+    confusion_axis.set_yticks(positions, names, fontsize=8)
+    confusion_axis.set(title="Confusion matrix (share of each true class)", xlabel="predicted", ylabel="true")
+
+    third = GRID_COLUMNS // 3
+    for row, example in enumerate(examples, start=1):
+        panels = (("Input", example.image), ("Ground truth", colorize(example.truth)),
+                  ("Prediction", colorize(example.predicted)))
+        for column, (panel_title, picture) in enumerate(panels):
+            axis = fig.add_subplot(grid[row, column * third : (column + 1) * third])
+            axis.imshow(picture)
+            axis.set_title(example.label if column == 0 else panel_title, fontsize=9,
+                           loc="left" if column == 0 else "center")
+            axis.axis("off")
+
+    fig.suptitle(title)
+    return fig
+
+
+def write_training_report(model: keras.Model, generator: DataGenerator, history: dict[str, list[float]],
+                          path: str, title: str) -> SegmentationScores:
+    """Scores `model` on the test set and writes the report page to `path` (atomically).
+
+    Args:
+        model: keras.Model. The FCN with the weights to report on (the best ones).
+        generator: DataGenerator. The test split, unshuffled, last batch kept.
+        history: dict. The run's per-epoch logs.
+        path: str. PNG to write.
+        title: str. The page's title.
+
+    Returns:
+        The test scores the page shows.
+    """
+    scores = evaluate_dataset(model, generator)
+    examples = collect_examples(model, generator, pick_examples(scores))
+    fig = draw_report(history, scores, examples, f"{title}\nbest weights on the test set: mIoU {scores.mean_iou:.4f} "
+                      f"(book), {scores.dataset_miou:.4f} (data-set level), pixel accuracy "
+                      f"{100 * scores.mean_pixel_accuracy:.2f}%, {len(scores.images)} images")
+    try:
+        write_atomically(path, lambda temporary: fig.savefig(temporary, dpi=80, format="png"), suffix=".png")
+    finally:
+        plt.close(fig)
+    return scores
