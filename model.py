@@ -38,7 +38,7 @@ def tconv_layer(inputs, filters: int = 32, kernel_size: int = 3, strides: int = 
         kernel_initializer="he_normal",
         name=f"tconv_{postfix}",
     )(inputs)
-    x = layers.BatchNormalization(name=f"bn_{postfix}")(x)
+    x = layers.BatchNormalization(synchronized=True, name=f"bn_{postfix}")(x)
     x = layers.Activation("relu", name=f"relu_{postfix}")(x)
     return x
 
