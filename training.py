@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from checkpoints import (
     TrainingState,
@@ -96,10 +97,10 @@ def get_lr_schedule(name: str, base_rate: float = BASE_LEARNING_RATE) -> Callabl
 def predict_batch(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """The model's output for one batch, computed by this process alone.
 
-    Under a `tf.distribute` strategy with several replicas, `predict_on_batch`
-    runs the whole batch on every replica and concatenates the copies (across
-    workers a collective op); a plain call reads the mirrored weights once and
-    waits for no other worker.
+    Within the scope of a `tf.distribute` strategy with several replicas,
+    `predict_on_batch` runs the whole batch on every replica and concatenates
+    the copies (across workers a collective op); a plain call reads the
+    mirrored weights once and waits for no other worker.
 
     Args:
         model: keras.Model. Maps images to per-pixel class probabilities.
@@ -108,7 +109,7 @@ def predict_batch(model: keras.Model, images: np.ndarray) -> np.ndarray:
     Returns:
         The probabilities, one row per image.
     """
-    if model.distribute_strategy.num_replicas_in_sync == 1:
+    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
         return model.predict_on_batch(images)
     return keras.ops.convert_to_numpy(model(images, training=False))
 

@@ -82,3 +82,60 @@ def test_two_workers_train_in_step_and_only_the_chief_writes_the_run(tmp_path):
     fcn.load_weights(str(save_dir / WEIGHTS))
     for index, saved in enumerate(fcn.get_weights()):
         np.testing.assert_array_equal(saved, chief[f"weight_{index}"])
+
+
+def cluster_strategy(cluster, task_type, task_id):
+    """A stand-in for a multi-worker strategy: only its cluster resolver is read."""
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+    return types.SimpleNamespace(cluster_resolver=resolver)
+
+
+@pytest.mark.parametrize(
+    "cluster, task_type, task_id, chief",
+    [
+        ({"worker": ["a:1", "b:1"]}, "worker", 0, True),
+        ({"worker": ["a:1", "b:1"]}, "worker", 1, False),
+        ({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, "chief", 0, True),
+        ({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, "worker", 0, False),
+    ],
+)
+def test_the_chief_is_the_chief_task_or_worker_0_without_one(cluster, task_type, task_id, chief):
+    assert is_chief(cluster_strategy(cluster, task_type, task_id)) is chief
+
+
+def test_a_single_machine_strategy_is_its_own_chief():
+    assert is_chief(tf.distribute.get_strategy())
+
+
+GOOD_CONFIG = json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}})
+
+
+@pytest.mark.parametrize(
+    "extra, tf_config, message",
+    [
+        (["--train", "--seed", "0"], None, "--distribute multi-worker needs the TF_CONFIG environment variable"),
+        (["--train", "--seed", "0"], "{cluster", "TF_CONFIG is not valid JSON"),
+        (["--train", "--seed", "0"], '{"cluster": {"worker": ["localhost:1"]}}', "needs a 'cluster' and a 'task'"),
+        (["--train", "--seed", "0"], '{"cluster": {"ps": ["h:1"]}, "task": {"type": "ps", "index": 0}}',
+         "'cluster' must map 'worker'"),
+        (["--train", "--seed", "0"], '{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 1}}',
+         "is not in the cluster"),
+        (["--train"], GOOD_CONFIG, "give every worker the same --seed S"),
+        (["--evaluate"], GOOD_CONFIG, "--distribute multi-worker is used with --train"),
+    ],
+)
+def test_bad_distribution_settings_end_with_one_line_and_status_2(book_dataset, tmp_path, capsys, monkeypatch,
+                                                                   extra, tf_config, message):
+    data_path, _ = book_dataset
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    main = runpy.run_path(SCRIPT)["main"]
+    status = main(["--distribute", "multi-worker", *TINY, "--data-path", data_path,
+                   "--save-dir", str(tmp_path / "w"), *extra])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and message in err and err.startswith("fcn-12.3.1.py: error: ")
+    assert not (tmp_path / "w").exists()
