@@ -35,6 +35,14 @@ from checkpoints import (  # noqa: E402
     read_training_state,
     restore_training_state,
 )
+from distribution import (  # noqa: E402
+    DISTRIBUTE_CHOICES,
+    is_chief,
+    make_strategy,
+    prepare_for_fit,
+    read_tf_config,
+    worker_folder,
+)
 from data_generator import DataGenerator, DatasetError, LabelSet, check_image, load_labels, read_image  # noqa: E402
 from figures import save_input_and_mask, save_triptych  # noqa: E402
 from inference import (  # noqa: E402
@@ -49,7 +57,7 @@ from inference import (  # noqa: E402
 from augment import Augmentation  # noqa: E402
 from losses import CLASS_WEIGHTS, LOSSES, build_loss, median_frequency_weights  # noqa: E402
 from metrics import SegmentationScores, class_names  # noqa: E402
-from model import build_model, set_batchnorm_momentum, weights_name  # noqa: E402
+from model import build_model, configure_batchnorm, weights_name  # noqa: E402
 from report import REPORT_FILE, write_training_report  # noqa: E402
 from resnet import check_input_shape  # noqa: E402
 from training import (  # noqa: E402
@@ -63,6 +71,7 @@ from training import (  # noqa: E402
     TrainingStateCallback,
     evaluate_dataset,
     get_lr_schedule,
+    predict_batch,
     save_histories,
     write_history_csv,
 )
@@ -149,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --train: continue the run saved in --save-dir after its last completed "
                             "epoch (weights, optimizer, epoch, histories, seeds), with the same flags "
                             "(default: %(default)s)")
+    group.add_argument("--distribute", choices=DISTRIBUTE_CHOICES, default="none",
+                       help="with --train: 'mirrored' trains on all this machine's GPUs, 'multi-worker' on "
+                            "several machines set up by TF_CONFIG (README, 'Distributed training'); --batch-size "
+                            "stays the global batch, split across the replicas (default: %(default)s)")
     group.add_argument("--overwrite", action="store_true",
                        help="with --train: let this run replace the best weights and the saved state in "
                             "--save-dir even if they are better or unfinished; with --predict-dir or "
@@ -298,7 +311,7 @@ def evaluate_test_set(model: keras.Model, test_labels: LabelSet, data_path: str,
 def segment_image_file(model: keras.Model, image_file: str, height: int, width: int) -> None:
     """Segments one image and saves the book's `-input.png` / `-mask.png` pair."""
     image = read_image(image_file, height, width)
-    predicted = np.argmax(model.predict_on_batch(image[np.newaxis]), axis=-1)[0]
+    predicted = np.argmax(predict_batch(model, image[np.newaxis]), axis=-1)[0]
     stem = os.path.splitext(os.path.basename(image_file))[0]
     input_path, mask_path = save_input_and_mask(image, predicted, PREDICTION_DIR, stem)
     present = ", ".join(class_names(model.output_shape[-1])[k] for k in np.unique(predicted))
@@ -529,6 +542,7 @@ def train(
         loss=loss,
         jit_compile=JIT_CHOICES[jit_compile],
     )
+    prepare_for_fit(fcn)
     history_csv = os.path.join(save_dir, HISTORY_CSV)
     miou_history = state.history.get("test_miou", [])
     mpla_history = [100.0 * value for value in state.history.get("test_pixel_accuracy", [])]
@@ -606,6 +620,17 @@ def run(args: argparse.Namespace) -> None:
     if args.precision == "mixed_bfloat16" and args.jit_compile == "on":
         # TensorFlow's XLA rejects the mixed bfloat16/float32 gradient of the bilinear upsampling.
         raise UsageError("--precision mixed_bfloat16 does not compile with --jit-compile on: use --jit-compile off.")
+    if args.distribute != "none" and not args.train:
+        raise UsageError(f"--distribute {args.distribute} is used with --train.")
+    if args.distribute == "multi-worker":
+        try:
+            read_tf_config()
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if args.seed is None:
+            # Every worker reads the whole training set and keeps its share of each batch.
+            raise UsageError("--distribute multi-worker: give every worker the same --seed S, so that they "
+                             "shuffle the training set in the same order.")
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
 
@@ -651,60 +676,75 @@ def run(args: argparse.Namespace) -> None:
     if args.restore_weights:
         restore_path, explanation = resolve_weights_path(args.restore_weights, args.save_dir)
 
+    strategy = make_strategy(args.distribute)
+    replicas = strategy.num_replicas_in_sync
+    if args.batch_size < replicas:
+        raise UsageError(f"--batch-size {args.batch_size} is the global batch, split across {replicas} replicas: "
+                         f"give at least {replicas}.")
+    save_dir = args.save_dir
+    if not is_chief(strategy):
+        # Only the chief writes the run's files; this worker keeps its own copies for its --resume.
+        save_dir = os.path.join(args.save_dir, worker_folder(strategy))
+        logger.info("Not the chief: this worker's copies of the weights, state and histories go to %s", save_dir)
+    if replicas > 1:
+        logger.info("Distributed training (%s): %d replicas, global batch %d (%s per replica)",
+                    args.distribute, replicas, args.batch_size, format(args.batch_size / replicas, "g"))
     keras.mixed_precision.set_global_policy(args.precision)
-    backbone, fcn = build_model(input_shape, n_layers=args.layers, n_classes=n_classes, n=(args.depth - 2) // 9)
-    set_batchnorm_momentum(fcn, args.bn_momentum)
-    weights_path = os.path.join(args.save_dir, weights_name(backbone, args.layers, args.dataset) + WEIGHTS_SUFFIX)
-    state_path = last_state_path(weights_path)
-    if args.restore_weights:
-        logger.info(explanation)
-        restore_weights(fcn, restore_path)
-    elif args.evaluate:
-        logger.warning("Evaluating an untrained network: give --restore-weights to load trained weights.")
-    if args.train:
-        settings = {
-            "height": args.height, "width": args.width, "layers": args.layers, "depth": args.depth,
-            "n_classes": n_classes, "dataset": args.dataset, "batch_size": args.batch_size,
-            "lr_schedule": args.lr_schedule, "learning_rate": args.learning_rate, "seed": args.seed,
-            "data_path": args.data_path, "train_labels": args.train_labels, "test_labels": args.test_labels,
-            "augment": args.augment, "class_weights": args.class_weights, "loss": args.loss,
-            "precision": args.precision, "bn_momentum": args.bn_momentum,
-        }
-        state = plan_training(args, settings, weights_path, state_path)
-        if math.isnan(state.best_miou):
-            state.best_miou = score_existing_best(fcn, weights_path, test_labels, args.data_path, args.batch_size)
-    if args.train or args.summary:
-        os.makedirs(args.save_dir, exist_ok=True)
+    # The model's and the optimizer's variables are mirrored only if created in the strategy's scope.
+    with strategy.scope():
+        backbone, fcn = build_model(input_shape, n_layers=args.layers, n_classes=n_classes, n=(args.depth - 2) // 9)
+        configure_batchnorm(fcn, args.bn_momentum, synchronized=args.distribute != "none")
+        weights_path = os.path.join(save_dir, weights_name(backbone, args.layers, args.dataset) + WEIGHTS_SUFFIX)
+        state_path = last_state_path(weights_path)
+        if args.restore_weights:
+            logger.info(explanation)
+            restore_weights(fcn, restore_path)
+        elif args.evaluate:
+            logger.warning("Evaluating an untrained network: give --restore-weights to load trained weights.")
+        if args.train:
+            settings = {
+                "height": args.height, "width": args.width, "layers": args.layers, "depth": args.depth,
+                "n_classes": n_classes, "dataset": args.dataset, "batch_size": args.batch_size,
+                "lr_schedule": args.lr_schedule, "learning_rate": args.learning_rate, "seed": args.seed,
+                "data_path": args.data_path, "train_labels": args.train_labels, "test_labels": args.test_labels,
+                "augment": args.augment, "class_weights": args.class_weights, "loss": args.loss,
+                "precision": args.precision, "bn_momentum": args.bn_momentum,
+            }
+            state = plan_training(args, settings, weights_path, state_path)
+            if math.isnan(state.best_miou):
+                state.best_miou = score_existing_best(fcn, weights_path, test_labels, args.data_path, args.batch_size)
+        if args.train or args.summary:
+            os.makedirs(save_dir, exist_ok=True)
 
-    if args.summary:
-        save_summary(backbone, fcn, args.save_dir)
-    if args.evaluate:
-        if args.image_file:
-            segment_image_file(fcn, args.image_file, args.height, args.width)
-        else:
-            evaluate_test_set(fcn, test_labels, args.data_path, args.batch_size, args.plot)
-    if args.train:
-        class_weights = None
-        if args.class_weights == "auto":
-            class_weights = median_frequency_weights(train_labels.masks.values(), n_classes)
-            logger.info("Class weights (median-frequency balancing): %s", ", ".join(
-                f"{name} {weight:.3g}" for name, weight in zip(class_names(n_classes), class_weights)))
-        train(
-            fcn, train_labels, test_labels, args.data_path,
-            loss=build_loss(args.loss, class_weights, n_classes),
-            augmentation=Augmentation() if args.augment else None,
-            batch_size=args.batch_size, workers=args.workers, learning_rate=args.learning_rate,
-            lr_schedule=args.lr_schedule, jit_compile=args.jit_compile, state=state, resume=args.resume, weights_path=weights_path,
-            state_path=state_path, save_dir=args.save_dir, verbose=args.verbose, tensorboard_dir=args.tensorboard,
-        )
-        report_training(fcn, weights_path, state.history, test_labels, args.data_path, args.batch_size, args.save_dir)
-    if args.export:
-        export_model(fcn, keras_path, saved_model_dir)
-        logger.info("Exported the network to %s (keras.saving.load_model) and %s/ (tf.saved_model.load(...).serve)",
-                    keras_path, saved_model_dir)
-    # Last: skipped images end the run with status 2 once every other image is done.
-    if args.predict_dir:
-        segment_folder(fcn, planned, predict_output, args.batch_size, args.verbose)
+        if args.summary:
+            save_summary(backbone, fcn, save_dir)
+        if args.evaluate:
+            if args.image_file:
+                segment_image_file(fcn, args.image_file, args.height, args.width)
+            else:
+                evaluate_test_set(fcn, test_labels, args.data_path, args.batch_size, args.plot)
+        if args.train:
+            class_weights = None
+            if args.class_weights == "auto":
+                class_weights = median_frequency_weights(train_labels.masks.values(), n_classes)
+                logger.info("Class weights (median-frequency balancing): %s", ", ".join(
+                    f"{name} {weight:.3g}" for name, weight in zip(class_names(n_classes), class_weights)))
+            train(
+                fcn, train_labels, test_labels, args.data_path,
+                loss=build_loss(args.loss, class_weights, n_classes),
+                augmentation=Augmentation() if args.augment else None,
+                batch_size=args.batch_size, workers=args.workers, learning_rate=args.learning_rate,
+                lr_schedule=args.lr_schedule, jit_compile=args.jit_compile, state=state, resume=args.resume, weights_path=weights_path,
+                state_path=state_path, save_dir=save_dir, verbose=args.verbose, tensorboard_dir=args.tensorboard,
+            )
+            report_training(fcn, weights_path, state.history, test_labels, args.data_path, args.batch_size, save_dir)
+        if args.export:
+            export_model(fcn, keras_path, saved_model_dir)
+            logger.info("Exported the network to %s (keras.saving.load_model) and %s/ (tf.saved_model.load(...).serve)",
+                        keras_path, saved_model_dir)
+        # Last: skipped images end the run with status 2 once every other image is done.
+        if args.predict_dir:
+            segment_folder(fcn, planned, predict_output, args.batch_size, args.verbose)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -731,6 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose <= 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout, force=True)
+    # tf.distribute logs every reduction at INFO level.
+    logging.getLogger("tensorflow").setLevel(logging.DEBUG if args.verbose >= 2 else logging.WARNING)
     try:
         run(args)
     except (UsageError, DatasetError, CheckpointError, InferenceError) as error:

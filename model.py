@@ -127,20 +127,26 @@ def build_model(
     return backbone, build_fcn(input_shape, backbone, n_classes)
 
 
-def set_batchnorm_momentum(model: keras.Model, momentum: float) -> None:
-    """Sets the moving-statistics momentum of every BatchNormalization layer.
+def configure_batchnorm(model: keras.Model, momentum: float, synchronized: bool = False) -> None:
+    """Sets the momentum and synchronisation of every BatchNormalization layer.
 
-    Keras' default, 0.99, keeps 85 % of the initial statistics after an epoch
-    of 16 batches: on a few dozen images the network is evaluated with
+    Keras' default momentum, 0.99, keeps 85 % of the initial statistics after
+    an epoch of 16 batches: on a few dozen images the network is evaluated with
     statistics it has barely met. 0.9 follows the batches ten times faster.
+
+    Synchronized layers (for `--distribute`) take their batch statistics over
+    the global batch, as on one device, so every replica keeps the same moving
+    averages. Neither setting adds weights: the book's weights still load.
 
     Args:
         model: keras.Model. Searched recursively (the backbone is a layer of the FCN).
         momentum: float. In [0, 1).
+        synchronized: bool. Defaults to False (one device).
     """
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = momentum
+            layer.synchronized = synchronized
 
 
 def weights_name(backbone: keras.Model, n_layers: int, dataset: str) -> str:

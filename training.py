@@ -95,6 +95,26 @@ def get_lr_schedule(name: str, base_rate: float = BASE_LEARNING_RATE) -> Callabl
     return functools.partial(schedule, base_rate=base_rate)
 
 
+def predict_batch(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """The model's output for one batch, computed by this process alone.
+
+    Within the scope of a `tf.distribute` strategy with several replicas,
+    `predict_on_batch` runs the whole batch on every replica and concatenates
+    the copies (across workers a collective op); a plain call reads the
+    mirrored weights once and waits for no other worker.
+
+    Args:
+        model: keras.Model. Maps images to per-pixel class probabilities.
+        images: np.ndarray. A batch of images.
+
+    Returns:
+        The probabilities, one row per image.
+    """
+    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        return model.predict_on_batch(images)
+    return keras.ops.convert_to_numpy(model(images, training=False))
+
+
 def evaluate_dataset(
     model: keras.Model,
     generator: DataGenerator,
@@ -117,7 +137,7 @@ def evaluate_dataset(
         # Class-index maps straight from the generator: no one-hot round trip.
         images, true_labels = generator.batch_class_maps(index)
         keys = generator.batch_keys(index)
-        predicted_labels = np.argmax(model.predict_on_batch(images), axis=-1)
+        predicted_labels = np.argmax(predict_batch(model, images), axis=-1)
         scores.update(keys, true_labels, predicted_labels)
         if on_batch is not None:
             on_batch(keys, images, true_labels, predicted_labels)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from model import build_fcn, build_model, set_batchnorm_momentum, weights_name
+from model import build_fcn, build_model, configure_batchnorm, weights_name
 from resnet import build_resnet, check_input_shape
 
 
@@ -103,9 +103,10 @@ def test_weights_round_trip(tmp_path):
     np.testing.assert_allclose(restored.predict_on_batch(images), expected, atol=1e-6)
 
 
-def test_batchnorm_momentum_reaches_every_batchnorm_layer_of_backbone_and_head():
+def test_batchnorm_settings_reach_every_batchnorm_layer_of_backbone_and_head():
     _, fcn = build_model((64, 64, 3), n_layers=1, n=1)
-    set_batchnorm_momentum(fcn, 0.9)
-    momenta = [layer.momentum for layer in fcn._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    configure_batchnorm(fcn, 0.9, synchronized=True)
+    settings = [(layer.momentum, layer.synchronized)
+                for layer in fcn._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     # The backbone's and the head's: 13 in this n=1, one-layer network.
-    assert len(momenta) == 13 and set(momenta) == {0.9}
+    assert len(settings) == 13 and set(settings) == {(0.9, True)}
