@@ -13,7 +13,7 @@ DEMO_ARGS := --dataset synthetic --data-path $(DEMO_DATA) $(DEMO_SIZE) --save-di
 # XLA: 1.6x faster training at this size on a 2-core CPU (README, Speed).
 DEMO_TRAIN_ARGS := --epochs $(DEMO_EPOCHS) --seed 0 --jit-compile on
 
-.PHONY: test demo
+.PHONY: test demo bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -42,3 +42,7 @@ demo: $(VENV)/.installed
 	$(PYTHON) utils/plot_history.py --history $(DEMO_SAVE)/miou_history.npy && \
 	$(PYTHON) utils/plot_history.py --history $(DEMO_SAVE)/mpla_history.npy && \
 	echo "Demo done in $$(( $$(date +%s) - start )) s: weights and history plots in $(DEMO_SAVE)/, triptychs in prediction/"
+
+# Speed and memory against the book's way (README, Benchmark); about 10 minutes on a 2-core CPU.
+bench: $(VENV)/.installed
+	$(PYTHON) bench/bench.py

@@ -1,6 +1,8 @@
 """Loading the book's .npy ground truth and the PyDataset of batches."""
 
 import os
+import pickle
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -121,3 +123,57 @@ def test_bad_images_are_refused(tmp_path):
     skimage.io.imsave(small, np.zeros((32, 48, 3), np.uint8), check_contrast=False)
     with pytest.raises(DatasetError, match="image is 48x32, expected 64x64"):
         read_image(str(small), HEIGHT, WIDTH)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64, bool])
+def test_one_hot_masks_of_any_0_1_dtype_load_as_uint8_class_maps(book_dataset, tmp_path, dtype):
+    data_path, splits = book_dataset
+    dictionary = {key: one_hot.astype(dtype) for key, one_hot in splits["train"].items()}
+    labels = load_labels(save_dict(tmp_path / "typed.npy", dictionary), data_path, HEIGHT, WIDTH)
+    assert labels.n_classes == N_CLASSES
+    for key, one_hot in splits["train"].items():
+        assert labels.masks[key].dtype == np.uint8 and labels.masks[key].shape == (HEIGHT, WIDTH)
+        np.testing.assert_array_equal(labels.masks[key], one_hot.argmax(axis=-1))
+
+
+def save_dict_with_protocol(path, dictionary, protocol):
+    """np.save of a dict, with a chosen pickle protocol (numpy 1.x wrote 3, numpy 2.x writes 4)."""
+    wrapper = np.empty((), dtype=object)
+    wrapper[()] = dictionary
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, np.lib.format.header_data_from_array_1_0(wrapper))
+        pickle.dump(wrapper, file, protocol=protocol)
+    return str(path)
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_dicts_pickled_as_np_save_never_does_still_load(book_dataset, tmp_path, protocol):
+    data_path, splits = book_dataset
+    labels = load_labels(save_dict_with_protocol(tmp_path / "other.npy", splits["train"], protocol), data_path,
+                         HEIGHT, WIDTH)
+    for key, one_hot in splits["train"].items():
+        np.testing.assert_array_equal(labels.masks[key], one_hot.argmax(axis=-1))
+
+
+# The protocols np.save writes: 3 (numpy 1.x, the book's files) and 4 (numpy 2.x).
+@pytest.mark.parametrize("protocol", [3, 4])
+def test_loading_never_holds_the_whole_one_hot_dict(book_dataset, tmp_path, protocol):
+    data_path, splits = book_dataset
+    keys = list(splits["train"])
+    # 64 float64 one-hot masks: 8 MiB together, 256 KiB as uint8 class maps.
+    dictionary = {f"copy{i:02d}-{key}": splits["train"][key].astype(np.float64) for i in range(8) for key in keys}
+    for name in dictionary:
+        os.link(os.path.join(data_path, name.split("-", 1)[1]), os.path.join(data_path, name))
+    path = save_dict_with_protocol(tmp_path / "big.npy", dictionary, protocol)
+    one_hot_bytes = sum(mask.nbytes for mask in dictionary.values())
+    del dictionary
+    tracemalloc.start()
+    try:
+        labels = load_labels(path, data_path, HEIGHT, WIDTH)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(labels.masks) == 64
+    for name, class_map in labels.masks.items():
+        np.testing.assert_array_equal(class_map, splits["train"][name.split("-", 1)[1]].argmax(axis=-1))
+    assert peak < one_hot_bytes / 4

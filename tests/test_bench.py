@@ -1,0 +1,56 @@
+"""The benchmark's smoke run (`bench/bench.py --quick`), in a subprocess as a reader runs it."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = "64x64"
+FIGURES = ("train_img_per_s", "eval_img_per_s", "peak_rss_gb", "train_fraction_of_peak")
+VARIANT_FIGURES = tuple(f"{figure}_{variant}" for variant in ("jit_on", "mixed_bfloat16")
+                        for figure in ("train_img_per_s", "peak_rss_gb", "train_fraction_of_peak"))
+
+
+def run_bench(tmp_path, *flags):
+    output = tmp_path / "results.json"
+    command = [sys.executable, "bench/bench.py", "--quick", "--data-dir", str(tmp_path / "data"),
+               "--output", str(output), *flags]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, json.loads(output.read_text())
+
+
+def is_positive_number(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_run_writes_every_figure(tmp_path):
+    table, results = run_bench(tmp_path)
+    assert is_positive_number(results["matmul_peak_gflops_fp32"])
+    assert is_positive_number(results["matmul_peak_gflops_bf16"])
+    figures = results[SIZE]
+    for name in (*FIGURES, *(f"book_{figure}" for figure in FIGURES), *VARIANT_FIGURES,
+                 "pipeline_img_per_s", "forward_gflops_per_image"):
+        assert is_positive_number(figures[name]), name
+    assert figures["book_batch_size"] == 4
+    assert all(status.startswith("ok") for status in figures["status"].values())
+    assert "training img/s, book-style" in table and SIZE in table
+
+
+@pytest.mark.large
+def test_rss_vs_dataset_size(tmp_path):
+    _, results = run_bench(tmp_path, "--rss-vs-dataset", "--variant-sizes", "")
+    rss = results["rss_vs_dataset"]
+    for style in ("ours", "book"):
+        assert all(is_positive_number(value) for value in rss[f"{style}_peak_rss_gb"].values())
+        assert math.isfinite(rss[f"{style}_growth_gb"])
+
+
+def test_help_runs_without_the_project_modules():
+    result = subprocess.run([sys.executable, "bench/bench.py", "--help"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "--rss-vs-dataset" in result.stdout
