@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from augment import Augmentation, zoom_and_crop
-from data_generator import DataGenerator, LabelSet
+from data_generator import DataGenerator
 
 PALETTE = np.array([[0.1, 0.1, 0.1], [0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9]], dtype=np.float32)
 
