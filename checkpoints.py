@@ -28,10 +28,13 @@ STATE_FORMAT = 1
 # Settings that must match for a state or a best model to belong to the same experiment.
 RESUME_SETTINGS = (
     "height", "width", "layers", "depth", "n_classes", "dataset", "batch_size", "lr_schedule",
-    "learning_rate", "augment", "class_weights", "loss", "precision", "bn_momentum",
+    "learning_rate", "augment", "class_weights", "loss", "precision", "bn_momentum", "passes",
 )
 # What a state saved before a setting existed ran with (the book's recipe).
-SETTING_DEFAULTS = {"augment": False, "class_weights": "none", "loss": "ce", "precision": "float32", "bn_momentum": 0.99}
+SETTING_DEFAULTS = {
+    "augment": False, "class_weights": "none", "loss": "ce", "precision": "float32", "bn_momentum": 0.99,
+    "passes": 1,
+}
 
 
 class CheckpointError(Exception):

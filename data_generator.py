@@ -415,6 +415,9 @@ class DataGenerator(keras.utils.PyDataset):
         augmentation: Augmentation or None. Random changes applied to each
             training image and its mask together (`--augment`); evaluation
             batches (`batch_class_maps`) are never augmented. Defaults to None.
+        passes: int. Times an epoch goes through the images (`--passes`),
+            each time in a new order (and, with `augmentation`, with new
+            draws). Defaults to 1, the book's epoch.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
             to `keras.utils.PyDataset`.
 
@@ -433,11 +436,14 @@ class DataGenerator(keras.utils.PyDataset):
         drop_last: bool = True,
         seed: int | None = None,
         augmentation: Augmentation | None = None,
+        passes: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size}")
+        if passes < 1:
+            raise ValueError(f"passes must be at least 1. Received: passes={passes}")
         if drop_last and batch_size > len(labels.masks):
             raise DatasetError(
                 f"{labels.path}: --batch-size {batch_size} is larger than the {len(labels.masks)} "
@@ -448,7 +454,8 @@ class DataGenerator(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.keys = labels.keys
+        self.passes = passes
+        self.keys = list(labels.keys) * passes
         self.height, self.width = next(iter(labels.masks.values())).shape
         self.augmentation = augmentation
         self._rng = np.random.default_rng(seed)
@@ -491,7 +498,11 @@ class DataGenerator(keras.utils.PyDataset):
         return images, np.eye(self.n_classes, dtype=np.float32)[class_maps]
 
     def on_epoch_end(self) -> None:
-        """Reshuffles the order of the images."""
+        """Reshuffles the order of the images, each pass on its own."""
         self._epoch += 1
         if self.shuffle:
-            self._rng.shuffle(self.keys)
+            n_images = len(self.labels.keys)
+            for start in range(0, len(self.keys), n_images):
+                one_pass = self.keys[start : start + n_images]
+                self._rng.shuffle(one_pass)
+                self.keys[start : start + n_images] = one_pass

@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--bn-momentum", type=float, default=0.99, metavar="M",
                        help="BatchNormalization's moving-statistics momentum; 0.9 for a few dozen images "
                             "(default: %(default)s, Keras' and the book's)")
+    group.add_argument("--passes", type=int, default=1, metavar="K",
+                       help="go K times through the training images per epoch, each time reshuffled (and "
+                            "re-augmented): more steps per evaluation on a few dozen images (default: 1, the book's)")
     group.add_argument("--augment", action="store_true",
                        help="random flips, scale/crop and colour jitter of the training images, masks moved "
                             "with them (default: off, as in the book)")
@@ -506,6 +509,7 @@ def train(
     jit_compile: str,
     loss: keras.losses.Loss | str,
     augmentation: Augmentation | None,
+    passes: int,
     state: TrainingState,
     resume: bool,
     weights_path: str,
@@ -531,7 +535,7 @@ def train(
     """
     train_generator = DataGenerator(
         train_labels, data_path, batch_size=batch_size, shuffle=True, seed=state.shuffle_seed,
-        augmentation=augmentation, workers=workers,
+        augmentation=augmentation, passes=passes, workers=workers,
     )
     # Replay the completed epochs' reshuffles, so a resumed run sees the order it would have seen.
     for _ in range(state.epochs_done):
@@ -606,8 +610,8 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"--channels {args.channels}: the images are RGB, so --channels must be 3.")
     if args.depth < 11 or (args.depth - 2) % 9:
         raise UsageError(f"--depth {args.depth}: ResNet v2 depth must be 9n+2 (11, 20, ..., 56, 110).")
-    if args.batch_size < 1 or args.epochs < 1 or args.workers < 1:
-        raise UsageError("--batch-size, --epochs and --workers must be at least 1.")
+    if args.batch_size < 1 or args.epochs < 1 or args.workers < 1 or args.passes < 1:
+        raise UsageError("--batch-size, --epochs, --workers and --passes must be at least 1.")
     if not 0 <= args.bn_momentum < 1:
         raise UsageError(f"--bn-momentum {args.bn_momentum}: must be in [0, 1), e.g. 0.9.")
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
@@ -709,6 +713,7 @@ def run(args: argparse.Namespace) -> None:
                 "data_path": args.data_path, "train_labels": args.train_labels, "test_labels": args.test_labels,
                 "augment": args.augment, "class_weights": args.class_weights, "loss": args.loss,
                 "precision": args.precision, "bn_momentum": args.bn_momentum,
+                "passes": args.passes,
             }
             state = plan_training(args, settings, weights_path, state_path)
             if math.isnan(state.best_miou):
@@ -732,7 +737,7 @@ def run(args: argparse.Namespace) -> None:
             train(
                 fcn, train_labels, test_labels, args.data_path,
                 loss=build_loss(args.loss, class_weights, n_classes),
-                augmentation=Augmentation() if args.augment else None,
+                augmentation=Augmentation() if args.augment else None, passes=args.passes,
                 batch_size=args.batch_size, workers=args.workers, learning_rate=args.learning_rate,
                 lr_schedule=args.lr_schedule, jit_compile=args.jit_compile, state=state, resume=args.resume, weights_path=weights_path,
                 state_path=state_path, save_dir=save_dir, verbose=args.verbose, tensorboard_dir=args.tensorboard,

@@ -158,13 +158,13 @@ def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_datase
     data_path, _ = book_dataset
     common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights")]
     recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice", "--precision", "mixed_bfloat16",
-              "--bn-momentum", "0.9"]
+              "--bn-momentum", "0.9", "--passes", "2"]
     result = run_cli(["--train", "--epochs", "1", "--seed", "0", *recipe, *common], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Class weights (median-frequency balancing): background" in result.stdout
     record = json.loads((tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")).read_text())
     expected = {"augment": True, "class_weights": "auto", "loss": "ce+dice", "precision": "mixed_bfloat16",
-                "bn_momentum": 0.9}
+                "bn_momentum": 0.9, "passes": 2}
     assert record["settings"] | expected == record["settings"]
     assert np.isfinite(record["test_miou"])
     # Resuming under the book's recipe would silently change the run: refused, in one line.

@@ -62,6 +62,24 @@ def test_shuffling_is_seeded_and_changes_every_epoch(book_dataset):
     assert labels.keys == list(labels.masks)  # the label set's order is untouched
 
 
+def test_passes_go_through_every_image_that_many_times_each_in_its_own_order(book_dataset):
+    data_path, _ = book_dataset
+    labels = train_labels(data_path)
+    one = DataGenerator(labels, data_path, batch_size=2, shuffle=True, seed=3)
+    three = DataGenerator(labels, data_path, batch_size=2, shuffle=True, seed=3, passes=3)
+    n_images = len(labels.keys)
+    assert len(three) == 3 * len(one) and len(three.keys) == 3 * n_images
+    # The first pass is drawn as the book's one-pass epoch is.
+    assert three.keys[:n_images] == one.keys
+    for epoch in range(2):
+        passes = [three.keys[start : start + n_images] for start in range(0, 3 * n_images, n_images)]
+        assert all(sorted(one_pass) == sorted(labels.keys) for one_pass in passes)
+        assert passes[0] != passes[1] or passes[1] != passes[2]
+        three.on_epoch_end()
+    with pytest.raises(ValueError, match="passes must be at least 1"):
+        DataGenerator(labels, data_path, passes=0)
+
+
 def test_workers_reach_the_pydataset(book_dataset):
     data_path, _ = book_dataset
     generator = DataGenerator(train_labels(data_path), data_path, batch_size=2, workers=3)
