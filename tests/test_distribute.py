@@ -139,3 +139,19 @@ def test_bad_distribution_settings_end_with_one_line_and_status_2(book_dataset, 
     assert status == 2
     assert err.count("\n") == 1 and message in err and err.startswith("fcn-12.3.1.py: error: ")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_mirrored_run_resumes_under_the_strategy(tmp_path):
+    data_path = str(tmp_path / "drinks")
+    write_book_dataset(data_path, num_train=4, num_test=2, height=SIZE, width=SIZE)
+    save_dir = tmp_path / "weights"
+    common = ["--train", "--distribute", "mirrored", "--seed", "0", "--workers", "1", *TINY,
+              "--data-path", data_path, "--save-dir", str(save_dir)]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    for epochs, extra in ((1, []), (2, ["--resume"])):
+        result = subprocess.run([sys.executable, SCRIPT, *common, "--epochs", str(epochs), *extra], cwd=tmp_path,
+                                env=environment, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert "after epoch 1 of 2" in result.stdout
+    with open(save_dir / "history.csv") as history:
+        assert [line.split(",")[0] for line in history.read().splitlines()[1:]] == ["0", "1"]
