@@ -124,7 +124,7 @@ def test_collapse_warning_fires_on_an_all_background_prediction():
     assert scores.mean_pixel_accuracy > 0.9
     warnings = CollapseMonitor(3).check(scores)
     assert len(warnings) == 1
-    assert "predicts 'background' for every test pixel" in warnings[0] and "--class-weights auto" in warnings[0]
+    assert "predicts 'background' for every test pixel" in warnings[0] and "--passes 4" in warnings[0]
 
 
 def test_no_warning_on_a_good_prediction():
