@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Adam's learning rate before the schedule's decay (default: %(default)s)")
     group.add_argument("--jit-compile", choices=JIT_CHOICES, default="auto",
                        help="XLA-compile the training step: 'auto' is Keras' choice (off on machines without "
-                            "a GPU); 'on' measured 1.6x faster at 128x96 on a 2-core CPU but slower at "
-                            "256x192 (default: %(default)s)")
+                            "a GPU); 'on' was 1.6x faster at 128x96 on one 2-core CPU and slower on another "
+                            "(README, Speed on a CPU) (default: %(default)s)")
     group.add_argument("--precision", choices=PRECISIONS, default="float32",
                        help="'mixed_bfloat16': 1.4x faster training at 256x320 on a CPU with avx512_bf16; "
                             "'mixed_float16': for GPUs (default: %(default)s, as in the book)")
