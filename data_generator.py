@@ -454,7 +454,6 @@ class DataGenerator(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.passes = passes
         self.keys = list(labels.keys) * passes
         self.height, self.width = next(iter(labels.masks.values())).shape
         self.augmentation = augmentation
