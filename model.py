@@ -12,6 +12,7 @@ softmax.
 import keras
 from keras import layers
 
+import batchnorm
 from resnet import build_resnet, conv_layer
 
 HEAD_FILTERS = 256
@@ -38,7 +39,7 @@ def tconv_layer(inputs, filters: int = 32, kernel_size: int = 3, strides: int = 
         kernel_initializer="he_normal",
         name=f"tconv_{postfix}",
     )(inputs)
-    x = layers.BatchNormalization(name=f"bn_{postfix}")(x)
+    x = batchnorm.BatchNormalization(name=f"bn_{postfix}")(x)
     x = layers.Activation("relu", name=f"relu_{postfix}")(x)
     return x
 

@@ -15,6 +15,8 @@ book left unnamed get explicit names here; names the book set are kept verbatim
 import keras
 from keras import layers
 
+import batchnorm
+
 L2_WEIGHT_DECAY = 1e-4
 PYRAMID_FILTERS = 512
 
@@ -94,7 +96,7 @@ def resnet_layer(
     if conv_first:
         x = conv(x)
     if batch_normalization:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = batchnorm.BatchNormalization(name=f"{name}_bn")(x)
     if activation is not None:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     if not conv_first:
@@ -136,7 +138,7 @@ def conv_layer(
         padding="same",
         name=f"conv_{postfix}",
     )(inputs)
-    x = layers.BatchNormalization(name=f"bn_{postfix}")(x)
+    x = batchnorm.BatchNormalization(name=f"bn_{postfix}")(x)
     x = layers.Activation("relu", name=f"relu_{postfix}")(x)
     if use_maxpool:
         x = layers.MaxPooling2D(name=f"pool{postfix}")(x)
@@ -244,7 +246,7 @@ def resnet_v2(input_shape: tuple[int, int, int], depth: int, n_layers: int = 4) 
                 )
             x = layers.Add(name=f"{prefix}_add")([x, y])
         num_filters_in = num_filters_out
-    x = layers.BatchNormalization(name="post_bn")(x)
+    x = batchnorm.BatchNormalization(name="post_bn")(x)
     x = layers.Activation("relu", name="post_relu")(x)
     outputs = features_pyramid(x, n_layers)
 
