@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 import batchnorm
-from resnet import build_resnet, conv_layer
+from resnet import backbone_name, build_resnet, conv_layer
 
 HEAD_FILTERS = 256
 
@@ -150,15 +150,15 @@ def configure_batchnorm(model: keras.Model, momentum: float, synchronized: bool 
             layer.synchronized = synchronized
 
 
-def weights_name(backbone: keras.Model, n_layers: int, dataset: str) -> str:
+def weights_name(depth: int, n_layers: int, dataset: str) -> str:
     """The book's weights name, `ResNet56v2-3layer-drinks-best-iou`.
 
     Args:
-        backbone: keras.Model. Its name opens the weights name.
+        depth: int. The backbone's depth; its name opens the weights name.
         n_layers: int. The `--layers` value.
         dataset: str. The `--dataset` value.
 
     Returns:
         The name without a suffix.
     """
-    return f"{backbone.name}-{n_layers}layer-{dataset}-best-iou"
+    return f"{backbone_name(depth)}-{n_layers}layer-{dataset}-best-iou"

@@ -21,6 +21,11 @@ L2_WEIGHT_DECAY = 1e-4
 PYRAMID_FILTERS = 512
 
 
+def backbone_name(depth: int) -> str:
+    """The backbone's name, which opens the weights name: `ResNet56v2` for depth 56."""
+    return f"ResNet{depth}v2"
+
+
 def check_input_shape(input_shape: tuple[int, int, int], n_layers: int) -> None:
     """Refuses an input size the features pyramid cannot divide evenly.
 
@@ -251,7 +256,7 @@ def resnet_v2(input_shape: tuple[int, int, int], depth: int, n_layers: int = 4) 
     outputs = features_pyramid(x, n_layers)
 
     # === Functional Model ===
-    return keras.Model(inputs=inputs, outputs=outputs, name=f"ResNet{depth}v2")
+    return keras.Model(inputs=inputs, outputs=outputs, name=backbone_name(depth))
 
 
 def build_resnet(

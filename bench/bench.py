@@ -13,11 +13,15 @@ For each size, on a synthetic drinks set in the book's format
 - peak resident memory (VmHWM) of the training process;
 - the data pipeline (`DataGenerator`) images/s on its own, one thread;
 - the forward FLOPs per image, counted analytically over the convolutions;
-- the same for a *book-style* run: the same Keras 3 model fed the book's way
+- the same for a *book-style* run: the book's network on Keras 2
+  (`tf_keras`, as the book ran it; `bench/book_keras2.py`) fed the book's way
   (the whole one-hot dicts in memory, float64 images, one `predict` per test
   image, float32, no XLA);
-- our training with other options (XLA on, mixed bfloat16), by default at
-  the demo size only (`--variant-sizes`).
+- our training with each precision named (float32, mixed bfloat16) and with
+  XLA on, by default at the demo size only (`--variant-sizes`).
+
+Ours trains with the command line's defaults, so in the precision
+`--precision auto` picks on the machine (`precision.py`).
 
 Training FLOP/s are approximated as 3 x forward FLOPs per image x images/s
 (forward, plus a backward pass of about twice the forward) and given as a
@@ -48,11 +52,13 @@ TRAIN_JSON, TEST_JSON = "segmentation_train.json", "segmentation_test.json"
 TRAIN_LABELS, TEST_LABELS = "segmentation_train.npy", "segmentation_test.npy"
 EXIT_OUT_OF_MEMORY = 3  # bench.worker's status for MemoryError / ResourceExhaustedError
 BOOK_FALLBACK_BATCH_SIZE = 2
-# Our training options measured besides the default (float32, XLA as Keras chooses: off on a CPU).
+# Our training options measured besides the default (--precision auto, XLA as Keras chooses: off on a CPU).
 VARIANTS = {
-    "jit_on": {"precision": "float32", "jit_compile": "on"},
+    "float32": {"precision": "float32", "jit_compile": "auto"},
     "mixed_bfloat16": {"precision": "mixed_bfloat16", "jit_compile": "off"},
+    "jit_on": {"precision": "float32", "jit_compile": "on"},
 }
+PEAK_KEYS = {"float32": "matmul_peak_gflops_fp32", "mixed_bfloat16": "matmul_peak_gflops_bf16"}
 # Settings of the full run and of --quick (each can be overridden by its flag).
 FULL = {
     "sizes": "640x480,128x96", "depth": 56, "warmup_steps": 1, "steps": 3, "num_test": 8,
@@ -220,7 +226,7 @@ def measure_size(width: int, height: int, settings: argparse.Namespace, peaks: d
     figures["pipeline_img_per_s"] = pipeline and pipeline["pipeline_img_per_s"]
 
     ours = attempt("ours", {"kind": "train", "style": "ours", **training, "batch_size": settings.batch_size,
-                            "precision": "float32", "jit_compile": "auto", "evaluate": True})
+                            "precision": "auto", "jit_compile": "auto", "evaluate": True})
     book_job = {"kind": "train", "style": "book", **training, "batch_size": settings.batch_size,
                 "precision": "float32", "jit_compile": "off", "evaluate": True}
     book = attempt("book", book_job)
@@ -229,17 +235,19 @@ def measure_size(width: int, height: int, settings: argparse.Namespace, peaks: d
     for prefix, result in (("", ours), ("book_", book)):
         for key in ("train_img_per_s", "eval_img_per_s", "peak_rss_gb", "batch_size"):
             figures[prefix + key] = result and result[key]
+        # Against the peak of the arithmetic it trained in: bf16 runs against the bf16 peak.
         figures[prefix + "train_fraction_of_peak"] = result and fraction_of_peak(
-            result["forward_gflops_per_image"], result["train_img_per_s"], peaks["matmul_peak_gflops_fp32"])
-    forward = ours or book
-    figures["forward_gflops_per_image"] = forward and forward["forward_gflops_per_image"]
+            result["forward_gflops_per_image"], result["train_img_per_s"], peaks[PEAK_KEYS[result["precision"]]])
+    figures["precision"] = ours and ours["precision"]
+    # Counted on each network: equal when the book's Keras 2 network is ours layer for layer.
+    figures["forward_gflops_per_image"] = ours and ours["forward_gflops_per_image"]
+    figures["book_forward_gflops_per_image"] = book and book["forward_gflops_per_image"]
 
     if f"{width}x{height}" in settings.variant_sizes:
         for name, options in VARIANTS.items():
             result = attempt(name, {"kind": "train", "style": "ours", **training, **options,
                                     "batch_size": settings.batch_size, "evaluate": False})
-            peak = peaks["matmul_peak_gflops_bf16" if options["precision"] == "mixed_bfloat16"
-                         else "matmul_peak_gflops_fp32"]
+            peak = peaks[PEAK_KEYS[options["precision"]]]
             figures[f"train_img_per_s_{name}"] = result and result["train_img_per_s"]
             figures[f"peak_rss_gb_{name}"] = result and result["peak_rss_gb"]
             figures[f"train_fraction_of_peak_{name}"] = result and fraction_of_peak(
@@ -302,11 +310,13 @@ TABLE_ROWS = (
     ("evaluation img/s, book-style", "book_eval_img_per_s", 3),
     ("peak RSS GB, training", "peak_rss_gb", 3),
     ("peak RSS GB, book-style", "book_peak_rss_gb", 3),
-    ("training share of fp32 peak", "train_fraction_of_peak", 2),
-    ("  book-style", "book_train_fraction_of_peak", 2),
-    ("training img/s, XLA on", "train_img_per_s_jit_on", 3),
+    ("training share of peak (own dtype)", "train_fraction_of_peak", 2),
+    ("  book-style (fp32)", "book_train_fraction_of_peak", 2),
+    ("training img/s, float32", "train_img_per_s_float32", 3),
+    ("  share of fp32 peak", "train_fraction_of_peak_float32", 2),
     ("training img/s, mixed_bfloat16", "train_img_per_s_mixed_bfloat16", 3),
     ("  share of bf16 peak", "train_fraction_of_peak_mixed_bfloat16", 2),
+    ("training img/s, float32 XLA on", "train_img_per_s_jit_on", 3),
     ("data pipeline img/s (1 thread)", "pipeline_img_per_s", 3),
     ("forward GFLOPs/image (convs)", "forward_gflops_per_image", 3),
 )
@@ -327,6 +337,10 @@ def format_table(results: dict, size_keys: list[str]) -> str:
             continue
         lines.append(label.ljust(label_width) + "".join(
             f"{cell if cell == '-' else format_value(cell, digits):>12}" for cell in cells))
+    policies = sorted({results[size]["precision"] for size in size_keys if results[size].get("precision")})
+    if policies:
+        lines.append(f"ours trains in {', '.join(policies)} (--precision auto on this machine); "
+                     "the book-style baseline in float32")
     batch_notes = [f"{size} batch {results[size]['book_batch_size']}" for size in size_keys
                    if results[size].get("book_batch_size") not in (None, results["settings"]["batch_size"])]
     if batch_notes:
@@ -422,8 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         "notes": {
             "flops": "forward FLOPs counted analytically over Conv2D and Conv2DTranspose layers (2 per "
                      "multiply-add); training FLOP/s approximated as 3 x forward FLOPs x images/s",
-            "book_style": "the same Keras 3 model run the book's way: whole one-hot dicts in memory, float64 "
-                          "images, one predict per test image, float32, no XLA",
+            "book_style": "the book's network on Keras 2 (tf_keras) run the book's way: whole one-hot dicts in "
+                          "memory, float64 images, one predict per test image, float32, no XLA",
+            "train_fraction_of_peak": "against the matmul peak of the dtype the run trained in",
             "peak_rss_gb": "VmHWM of the measurement process, 10^9 bytes, after the training steps",
         },
     }

@@ -34,10 +34,12 @@ import numpy as np  # noqa: E402
 import skimage  # noqa: E402
 import skimage.io  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
+import tf_keras  # noqa: E402
 
+from bench import book_keras2  # noqa: E402
 from data_generator import DataGenerator, load_labels  # noqa: E402
 from model import build_model  # noqa: E402
+from precision import AUTO, default_precision  # noqa: E402
 from training import evaluate_dataset  # noqa: E402
 
 EXIT_OUT_OF_MEMORY = 3
@@ -59,7 +61,7 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / BYTES_PER_GB
 
 
-def conv_flops_per_image(model: keras.Model) -> int:
+def conv_flops_per_image(model) -> int:
     """Floating-point operations of one image's forward pass through the convolutions.
 
     An analytic count: every multiply-add of a `Conv2D` or `Conv2DTranspose`
@@ -68,20 +70,21 @@ def conv_flops_per_image(model: keras.Model) -> int:
     (the backbone) are counted through.
 
     Args:
-        model: keras.Model. A built functional model.
+        model: keras.Model or tf_keras.Model (the book's). A built functional model.
 
     Returns:
         FLOPs per image.
     """
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
+        kind = type(layer).__name__
+        if isinstance(layer, (keras.Model, tf_keras.Model)):
             total += conv_flops_per_image(layer)
-        elif isinstance(layer, layers.Conv2DTranspose):
+        elif kind == "Conv2DTranspose":
             # Each input pixel scatters a kernel_size window of every output channel.
             _, height, width, in_channels = layer.input.shape
             total += 2 * height * width * in_channels * int(np.prod(layer.kernel_size)) * layer.filters
-        elif isinstance(layer, layers.Conv2D):
+        elif kind == "Conv2D":
             _, height, width, out_channels = layer.output.shape
             in_channels = layer.input.shape[-1]
             total += 2 * height * width * out_channels * int(np.prod(layer.kernel_size)) * in_channels
@@ -146,11 +149,11 @@ def book_batch(dictionary: dict, keys: list[str], data_path: str) -> tuple[np.nd
     return images, np.array([dictionary[key] for key in keys])
 
 
-def book_evaluate(model: keras.Model, dictionary: dict, data_path: str, n_classes: int) -> tuple[float, float]:
+def book_evaluate(model: tf_keras.Model, dictionary: dict, data_path: str, n_classes: int) -> tuple[float, float]:
     """The book's per-epoch test pass: one `predict` per image, metrics on one-hot masks.
 
     Args:
-        model: keras.Model. The FCN.
+        model: tf_keras.Model. The book's FCN.
         dictionary: dict. The whole test ground truth, one-hot masks.
         data_path: str. Folder of the images.
         n_classes: int. Number of classes.
@@ -192,9 +195,10 @@ def measure_training(
 
     `style="ours"` is this project's path: streamed uint8 class maps,
     `DataGenerator` batches (float32), `evaluate_dataset` (one
-    `predict_on_batch` per batch). `style="book"` runs the same Keras 3 model
-    the book's way: the whole one-hot dicts in memory, float64 images, one
-    `predict` per test image; float32 and no XLA, as the book's Keras 2 ran.
+    `predict_on_batch` per batch). `style="book"` is the book's code: its
+    network on Keras 2 (`tf_keras`, `book_keras2`), fed its way (the whole
+    one-hot dicts in memory, float64 images, one `predict` per test image),
+    float32 and no XLA.
 
     Args:
         style: str. `"ours"` or `"book"`.
@@ -205,7 +209,7 @@ def measure_training(
         batch_size: int. Images per training step.
         warmup_steps: int. Untimed steps first (tracing, memory pools).
         steps: int. Timed steps; their median time gives the speed.
-        precision: str. Keras dtype policy (ours only).
+        precision: str. Keras dtype policy or `"auto"` (ours only; the book's is float32).
         jit_compile: str. `"auto"`, `"on"` or `"off"` (ours only).
         evaluate: bool. Also time the test pass.
 
@@ -225,18 +229,24 @@ def measure_training(
         def get_batch(index: int) -> tuple[np.ndarray, np.ndarray]:
             return book_batch(train_dictionary, keys[index * batch_size : (index + 1) * batch_size], data_path)
 
-        precision, jit_compile = "float32", "off"
     else:
         train_labels = load_labels(train_path, data_path, height, width)
         generator = DataGenerator(train_labels, data_path, batch_size=batch_size, shuffle=False)
         n_classes, num_batches, get_batch = train_labels.n_classes, len(generator), generator.__getitem__
-    keras.mixed_precision.set_global_policy(precision)
-    _, fcn = build_model((height, width, 3), n_layers=3, n_classes=n_classes, n=(depth - 2) // 9)
-    fcn.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
-        loss="categorical_crossentropy",
-        jit_compile=JIT_CHOICES[jit_compile],
-    )
+    if style == "book":
+        fcn = book_keras2.build_book_fcn((height, width, 3), n_layers=3, n=(depth - 2) // 9, n_classes=n_classes)
+        fcn.compile(optimizer=tf_keras.optimizers.Adam(learning_rate=1e-3), loss="categorical_crossentropy")
+        precision = "float32"
+    else:
+        if precision == AUTO:
+            precision = default_precision(jit_compile)
+        keras.mixed_precision.set_global_policy(precision)
+        _, fcn = build_model((height, width, 3), n_layers=3, n_classes=n_classes, n=(depth - 2) // 9)
+        fcn.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+            loss="categorical_crossentropy",
+            jit_compile=JIT_CHOICES[jit_compile],
+        )
     step_times = []
     for step in range(warmup_steps + steps):
         images, masks = get_batch(step % num_batches)
@@ -248,6 +258,7 @@ def measure_training(
         "peak_rss_gb": peak_rss_gb(),
         "forward_gflops_per_image": conv_flops_per_image(fcn) / 1e9,
         "batch_size": batch_size,
+        "precision": precision,
     }
     if evaluate:
         if style == "book":

@@ -2,6 +2,7 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
 import skimage.io
@@ -57,6 +58,14 @@ def write_book_dataset(data_path, num_train=8, num_test=4, height=HEIGHT, width=
         np.save(os.path.join(data_path, f"segmentation_{split}.npy"), dictionary)
         splits[split] = dictionary
     return splits
+
+
+@pytest.fixture(autouse=True)
+def keep_the_dtype_policy():
+    """Puts back Keras' global dtype policy, which a training run in-process sets (`--precision`)."""
+    policy = keras.config.dtype_policy()
+    yield
+    keras.config.set_dtype_policy(policy)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = "64x64"
 FIGURES = ("train_img_per_s", "eval_img_per_s", "peak_rss_gb", "train_fraction_of_peak")
-VARIANT_FIGURES = tuple(f"{figure}_{variant}" for variant in ("jit_on", "mixed_bfloat16")
+VARIANT_FIGURES = tuple(f"{figure}_{variant}" for variant in ("float32", "mixed_bfloat16", "jit_on")
                         for figure in ("train_img_per_s", "peak_rss_gb", "train_fraction_of_peak"))
 
 
@@ -37,6 +37,9 @@ def test_quick_run_writes_every_figure(tmp_path):
                  "pipeline_img_per_s", "forward_gflops_per_image"):
         assert is_positive_number(figures[name]), name
     assert figures["book_batch_size"] == 4
+    assert figures["precision"] in ("float32", "mixed_bfloat16")
+    # The baseline is the book's network on Keras 2, convolution for convolution ours.
+    assert figures["book_forward_gflops_per_image"] == figures["forward_gflops_per_image"]
     assert all(status.startswith("ok") for status in figures["status"].values())
     assert "training img/s, book-style" in table and SIZE in table
 

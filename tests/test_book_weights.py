@@ -1,7 +1,7 @@
 """The book's own Keras 2 weights file loads by layer order and predicts as the book's network did.
 
 The book's `ResNet56v2-3layer-drinks-best-iou.h5` cannot be downloaded here, so
-`book_keras2` rebuilds the book's network with Keras 2 (`tf_keras`), gives it
+`bench.book_keras2` rebuilds the book's network with Keras 2 (`tf_keras`), gives it
 distinct weights and saves them as the book did (`save_weights` to `.h5`, the
 legacy HDF5 format). Our Keras 3 network must load that file through the
 command line's restore path and give the same predictions.
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tf_keras
 
-import book_keras2
+from bench import book_keras2
 from conftest import HEIGHT, WIDTH, write_book_dataset
 from data_generator import read_image
 from model import build_model

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+from checkpoints import read_training_state
 from conftest import HEIGHT, WIDTH
+from precision import default_precision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
@@ -173,3 +175,19 @@ def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_datase
     noise = ("WARNING: All log messages", "I0000", "W0000", "E0000")
     lines = [line for line in resumed.stderr.splitlines() if line.strip() and not line.startswith(noise)]
     assert len(lines) == 1 and "augment True (now False)" in lines[0] and "loss 'ce+dice' (now 'ce')" in lines[0]
+
+
+def test_precision_auto_records_this_machines_policy_and_resumes_with_the_saved_one(book_dataset, tmp_path):
+    data_path, _ = book_dataset
+    common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"), "--seed", "0"]
+    record_path = tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")
+    result = run_cli(["--train", "--epochs", "1", *common], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(record_path.read_text())["settings"]["precision"] == default_precision()
+    # A run saved in float32 (as every run before "auto" was) resumes in float32 under "auto".
+    started = run_cli(["--train", "--epochs", "1", "--precision", "float32", "--overwrite", *common], tmp_path)
+    assert started.returncode == 0, started.stderr
+    resumed = run_cli(["--train", "--epochs", "2", "--resume", *common], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    state = read_training_state(str(tmp_path / "weights" / WEIGHTS.replace("best-iou.weights.h5", "last.state.npz")))
+    assert state.epochs_done == 2 and state.settings["precision"] == "float32"

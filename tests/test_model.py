@@ -19,7 +19,7 @@ def test_book_network_has_the_books_parameter_count():
     assert count(fcn.non_trainable_weights) == 15_008
     assert backbone.count_params() == 5_215_232
     assert backbone.name == "ResNet56v2"
-    assert weights_name(backbone, 3, "drinks") == "ResNet56v2-3layer-drinks-best-iou"
+    assert weights_name(56, 3, "drinks") == "ResNet56v2-3layer-drinks-best-iou"
 
 
 def test_book_layer_names_and_order_are_kept():

@@ -1,13 +1,16 @@
-"""The book's chapter 12 network built with Keras 2 (`tf_keras`), for the weights-compatibility test.
+"""The book's chapter 12 network built with Keras 2 (`tf_keras`), as the book ran it.
 
-The book trained its published `ResNet56v2-3layer-drinks-best-iou.h5` with
-`tensorflow.keras` 2.x and saved it with `model.save_weights` in the legacy
-HDF5 format. That file cannot be downloaded here, so this module rebuilds the
-same network (SPEC section 3: ResNet v2 backbone, features pyramid of Listing
-12.3.1, head of Listing 12.3.2) with the Keras 2 API, calling the layers in the
-book's order and leaving unnamed the layers the book left unnamed, and writes
-its weights the way the book did. Test-only: the product code never imports
-`tf_keras`.
+Two users: the benchmark's *book* baseline (`bench/worker.py`), which times the
+book's network on the book's framework, and the weights-compatibility test
+(`tests/test_book_weights.py`). The book trained its published
+`ResNet56v2-3layer-drinks-best-iou.h5` with `tensorflow.keras` 2.x and saved it
+with `model.save_weights` in the legacy HDF5 format. That file cannot be
+downloaded here, so this module rebuilds the same network (SPEC section 3:
+ResNet v2 backbone, features pyramid of Listing 12.3.1, head of Listing
+12.3.2) with the Keras 2 API, calling the layers in the book's order and
+leaving unnamed the layers the book left unnamed, and writes its weights the
+way the book did. Development only (`tf_keras` is in requirements-dev.txt):
+the product code never imports it.
 """
 
 import numpy as np
