@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(README, Speed on a CPU) (default: %(default)s)")
     group.add_argument("--precision", choices=(AUTO, *POLICIES), default=AUTO,
                        help="Keras dtype policy of training: 'auto' trains in mixed_bfloat16 on a CPU with AMX "
-                            "(2.4x faster at 640x480, same mIoU) and in float32 (the book's) elsewhere; evaluation "
+                            "(2.4x faster at 640x480) and in float32 (the book's) elsewhere; evaluation "
                             "and prediction stay float32 unless named; 'mixed_float16' is for GPUs "
                             "(default: %(default)s)")
     group.add_argument("--bn-momentum", type=float, default=0.99, metavar="M",
