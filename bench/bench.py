@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", metavar="WxH,...",
                         help=f"image sizes, width x height (default: {FULL['sizes']})")
     parser.add_argument("--variant-sizes", metavar="WxH,...",
-                        help="sizes where the XLA-on and mixed_bfloat16 trainings are measured too, '' for "
+                        help="sizes where our float32, mixed_bfloat16 and XLA-on trainings are measured too, '' for "
                              f"none (default: {FULL['variant_sizes']})")
     parser.add_argument("--depth", type=int, help=f"ResNet v2 depth, 9n+2 (default: {FULL['depth']})")
     parser.add_argument("--batch-size", type=int, default=4, help="images per training step (default: %(default)s)")
