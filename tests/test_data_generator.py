@@ -9,7 +9,7 @@ import pytest
 import skimage.io
 
 from conftest import HEIGHT, N_CLASSES, WIDTH
-from data_generator import DataGenerator, DatasetError, load_labels, read_image
+from data_generator import ClassMaps, DataGenerator, DatasetError, PackedClassMap, load_labels, read_image
 
 
 def train_labels(data_path):
@@ -195,3 +195,22 @@ def test_loading_never_holds_the_whole_one_hot_dict(book_dataset, tmp_path, prot
     for name, class_map in labels.masks.items():
         np.testing.assert_array_equal(class_map, splits["train"][name.split("-", 1)[1]].argmax(axis=-1))
     assert peak < one_hot_bytes / 4
+
+
+def test_class_maps_are_kept_packed_and_unpack_to_the_argmax(book_dataset):
+    data_path, splits = book_dataset
+    labels = load_labels(os.path.join(data_path, "segmentation_train.npy"), data_path, HEIGHT, WIDTH)
+    assert isinstance(labels.masks, ClassMaps)
+    assert list(labels.masks) == list(splits["train"]) and len(labels.masks) == len(splits["train"])
+    packed = labels.masks._packed
+    for key, one_hot in splits["train"].items():
+        np.testing.assert_array_equal(labels.masks[key], one_hot.argmax(axis=-1))
+        assert labels.masks[key].dtype == np.uint8
+        # Runs of one class compress: a fraction of the map's HEIGHT x WIDTH bytes.
+        assert len(packed[key].data) < HEIGHT * WIDTH / 4
+
+
+def test_a_packed_map_round_trips_any_class_layout():
+    rng = np.random.default_rng(0)
+    for class_map in (np.zeros((5, 7), np.uint8), rng.integers(0, 4, (48, 64), dtype=np.uint8)):
+        np.testing.assert_array_equal(PackedClassMap.pack(class_map).unpack(), class_map)
