@@ -3,9 +3,9 @@
 Keras 3 normalizes with a chain of elementwise ops (moments, subtract, scale,
 shift), each keeping its full-size result for the backward pass. Keras 2, the
 book's, called TensorFlow's fused kernel: one op forward, one op backward, and
-only its input and the batch statistics kept. On the FCN head's full-resolution
-256-channel maps that chain is most of the training memory and a third of the
-step time (README, Speed). `batchnorm.BatchNormalization` is Keras'
+only its input and the batch statistics kept. On the FCN's full-resolution
+maps that chain cost 2 GB of memory and a third of the step time at 640x480
+(README, Speed). `batchnorm.BatchNormalization` is Keras'
 BatchNormalization with the same weights and options, normalizing 4-D
 channels-last maps with `FusedBatchNormV3`; everything else (other ranks or
 axes, masks, synchronized statistics for `--distribute`, other backends) goes
