@@ -7,9 +7,9 @@ only its input and the batch statistics kept. On the FCN's full-resolution
 maps that chain cost 2 GB of memory and a third of the step time at 640x480
 (README, Speed). `batchnorm.BatchNormalization` is Keras'
 BatchNormalization with the same weights and options, normalizing 4-D
-channels-last maps with `FusedBatchNormV3`; everything else (other ranks or
-axes, masks, synchronized statistics for `--distribute`, other backends) goes
-to Keras' own code.
+channels-last maps with `FusedBatchNormV3`; everything else (other ranks,
+axes or dtypes, masks, synchronized statistics for `--distribute`) goes to
+Keras' own code.
 
 The class keeps Keras' name on purpose: a `.weights.h5` file stores each
 layer's weights under its class name, so this name lets weights saved with
@@ -38,8 +38,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def _is_fused(self, inputs, mask) -> bool:
         return (
-            keras.backend.backend() == "tensorflow"
-            and mask is None
+            mask is None
             and not self.synchronized
             and not self.renorm
             and len(inputs.shape) == 4

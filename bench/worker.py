@@ -229,15 +229,13 @@ def measure_training(
         def get_batch(index: int) -> tuple[np.ndarray, np.ndarray]:
             return book_batch(train_dictionary, keys[index * batch_size : (index + 1) * batch_size], data_path)
 
-    else:
-        train_labels = load_labels(train_path, data_path, height, width)
-        generator = DataGenerator(train_labels, data_path, batch_size=batch_size, shuffle=False)
-        n_classes, num_batches, get_batch = train_labels.n_classes, len(generator), generator.__getitem__
-    if style == "book":
         fcn = book_keras2.build_book_fcn((height, width, 3), n_layers=3, n=(depth - 2) // 9, n_classes=n_classes)
         fcn.compile(optimizer=tf_keras.optimizers.Adam(learning_rate=1e-3), loss="categorical_crossentropy")
         precision = "float32"
     else:
+        train_labels = load_labels(train_path, data_path, height, width)
+        generator = DataGenerator(train_labels, data_path, batch_size=batch_size, shuffle=False)
+        n_classes, num_batches, get_batch = train_labels.n_classes, len(generator), generator.__getitem__
         if precision == AUTO:
             precision = default_precision(jit_compile)
         keras.mixed_precision.set_global_policy(precision)
