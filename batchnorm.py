@@ -9,7 +9,8 @@ maps that chain cost 2 GB of memory and a third of the step time at 640x480
 BatchNormalization with the same weights and options, normalizing 4-D
 channels-last maps with `FusedBatchNormV3`; everything else (other ranks,
 axes or dtypes, masks, synchronized statistics for `--distribute`) goes to
-Keras' own code.
+Keras' own code, as does every other Keras backend (the network builds under
+JAX or PyTorch too, which `bench/gpu.py` uses where TensorFlow is absent).
 
 The class keeps Keras' name on purpose: a `.weights.h5` file stores each
 layer's weights under its class name, so this name lets weights saved with
@@ -17,7 +18,9 @@ Keras' layer load into this one and back.
 """
 
 import keras
-import tensorflow as tf
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="fcn")
@@ -38,7 +41,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def _is_fused(self, inputs, mask) -> bool:
         return (
-            mask is None
+            keras.backend.backend() == "tensorflow"
+            and mask is None
             and not self.synchronized
             and not self.renorm
             and len(inputs.shape) == 4

@@ -37,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 from bench import book_keras2  # noqa: E402
+from bench.flops import conv_flops_per_image  # noqa: E402
 from data_generator import DataGenerator, load_labels  # noqa: E402
 from model import build_model  # noqa: E402
 from precision import AUTO, default_precision  # noqa: E402
@@ -59,36 +60,6 @@ def peak_rss_gb() -> float:
         pass
     # Linux reports ru_maxrss in KiB.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / BYTES_PER_GB
-
-
-def conv_flops_per_image(model) -> int:
-    """Floating-point operations of one image's forward pass through the convolutions.
-
-    An analytic count: every multiply-add of a `Conv2D` or `Conv2DTranspose`
-    kernel is 2 FLOPs (biases, batch normalisation, ReLU, pooling, upsampling
-    and softmax are left out; they are a few percent at most). Nested models
-    (the backbone) are counted through.
-
-    Args:
-        model: keras.Model or tf_keras.Model (the book's). A built functional model.
-
-    Returns:
-        FLOPs per image.
-    """
-    total = 0
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if isinstance(layer, (keras.Model, tf_keras.Model)):
-            total += conv_flops_per_image(layer)
-        elif kind == "Conv2DTranspose":
-            # Each input pixel scatters a kernel_size window of every output channel.
-            _, height, width, in_channels = layer.input.shape
-            total += 2 * height * width * in_channels * int(np.prod(layer.kernel_size)) * layer.filters
-        elif kind == "Conv2D":
-            _, height, width, out_channels = layer.output.shape
-            in_channels = layer.input.shape[-1]
-            total += 2 * height * width * out_channels * int(np.prod(layer.kernel_size)) * in_channels
-    return total
 
 
 def measure_matmul(size: int, seconds: float) -> dict:

@@ -98,6 +98,17 @@ def test_what_the_fused_op_cannot_take_goes_to_keras(kwargs, shape):
     np.testing.assert_allclose(fused.moving_variance, reference.moving_variance, rtol=1e-6)
 
 
+def test_other_keras_backends_get_keras_own_code(monkeypatch):
+    # The fused op is TensorFlow's: under JAX or PyTorch (bench/gpu.py) the layer is Keras' layer.
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    reference = keras.layers.BatchNormalization(momentum=0.9)
+    fused = FusedBatchNormalization(momentum=0.9)
+    x = tf.constant(np.random.default_rng(4).normal(size=SHAPE).astype("float32"))
+    np.testing.assert_allclose(fused(x, training=True), reference(x, training=True), atol=1e-5)
+    # Divided by N, as Keras does, not N - 1 as the fused op does: Keras' code ran.
+    np.testing.assert_allclose(fused.moving_variance, reference.moving_variance, rtol=1e-6)
+
+
 def test_weights_are_interchangeable_with_keras_batchnormalization(tmp_path):
     def model(norm):
         inputs = keras.Input(SHAPE[1:])

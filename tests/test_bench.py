@@ -57,3 +57,18 @@ def test_help_runs_without_the_project_modules():
     result = subprocess.run([sys.executable, "bench/bench.py", "--help"], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "--rss-vs-dataset" in result.stdout
+
+
+def test_gpu_script_times_the_network_on_the_installed_backend(tmp_path):
+    # bench/gpu.py is for machines without TensorFlow; it only needs Keras, so it runs here on TensorFlow too.
+    output = tmp_path / "gpu.json"
+    command = [sys.executable, "-m", "bench.gpu", "--size", "32x32", "--depth", "11", "--batch-sizes", "2",
+               "--warmup", "1", "--steps", "1", "--num-test", "3", "--matmul-size", "64", "--output", str(output)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    for name in ("matmul_peak_gflops_fp32", "matmul_peak_gflops_bf16", "forward_gflops_per_image",
+                 "train_img_per_s_float32_batch2", "train_img_per_s_mixed_bfloat16_batch2",
+                 "eval_img_per_s", "book_eval_img_per_s"):
+        assert is_positive_number(results[name]), name
+    assert results["backend"] == "tensorflow" and "evaluation img/s: ours" in result.stdout
