@@ -12,7 +12,9 @@ times the same network (`model.build_model`, the book's ResNet56v2 with a
   and at a larger batch (median of timed `train_on_batch` steps after warm-up);
 - evaluation images/s our way (one `predict_on_batch` per batch of 4) and the
   book's way (one `predict` call per image), in float32;
-- the device's peak memory where the backend reports it (JAX).
+- the device's peak memory so far, after each training measurement, where
+  the backend reports it (JAX): the process's peak, so only the first
+  measurement's figure is its own.
 
 It prints a table and writes the figures as JSON. The data pipeline, the
 losses and the metrics are not part of it: random images and one-hot masks go
@@ -160,7 +162,7 @@ def main() -> None:
             record({
                 "forward_gflops_per_image": conv_flops_per_image(fcn) / 1e9,
                 key: time_training(fcn, batch_size, args.warmup, args.steps, height, width),
-                f"peak_device_gb_after_{key}": peak_device_memory_gb(),
+                f"peak_device_gb_so_far_{key}": peak_device_memory_gb(),
             })
             if precision == "float32" and batch_size == batch_sizes[0]:
                 record(time_evaluation(fcn, args.num_test, batch_size, height, width))
