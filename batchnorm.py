@@ -39,6 +39,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
     TensorShape([2, 4, 4, 3])
     """
 
+    # False while `remat.recompute_in_backward` reruns the forward pass: the batch was counted once already.
+    update_statistics = True
+
     def _is_fused(self, inputs, mask) -> bool:
         return (
             keras.backend.backend() == "tensorflow"
@@ -69,7 +72,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             data_format="NHWC",
             is_training=is_training,
         )
-        if is_training:
+        if is_training and self.update_statistics:
             self.moving_mean.assign(mean)
             self.moving_variance.assign(variance)
         return tf.cast(outputs, self.compute_dtype)

@@ -18,7 +18,9 @@ For each size, on a synthetic drinks set in the book's format
   (the whole one-hot dicts in memory, float64 images, one `predict` per test
   image, float32, no XLA);
 - our training with each precision named (float32, mixed bfloat16) and with
-  XLA on, by default at the demo size only (`--variant-sizes`).
+  XLA on, by default at the demo size only (`--variant-sizes`);
+- our training with `--remat` (the backbone recomputed in the backward
+  pass), by default at 640x480 only (`--remat-sizes`), for its memory.
 
 Ours trains with the command line's defaults, so in the precision
 `--precision auto` picks on the machine (`precision.py`).
@@ -58,18 +60,20 @@ VARIANTS = {
     "mixed_bfloat16": {"precision": "mixed_bfloat16", "jit_compile": "off"},
     "jit_on": {"precision": "float32", "jit_compile": "on"},
 }
+# --remat, measured apart (at --remat-sizes) because it is about memory at large sizes.
+REMAT = {"precision": "auto", "jit_compile": "auto", "remat": True}
 PEAK_KEYS = {"float32": "matmul_peak_gflops_fp32", "mixed_bfloat16": "matmul_peak_gflops_bf16"}
 # Settings of the full run and of --quick (each can be overridden by its flag).
 FULL = {
     "sizes": "640x480,128x96", "depth": 56, "warmup_steps": 1, "steps": 3, "num_test": 8,
     "matmul_size": 2048, "matmul_seconds": 2.0, "timeout": 300, "rss_counts": "100,1000",
     # The options at 640x480 too would not fit the run in 10 minutes on a 2-core CPU.
-    "variant_sizes": "128x96",
+    "variant_sizes": "128x96", "remat_sizes": "640x480",
 }
 QUICK = {
     "sizes": "64x64", "depth": 11, "warmup_steps": 1, "steps": 2, "num_test": 4,
     "matmul_size": 256, "matmul_seconds": 0.2, "timeout": 120, "rss_counts": "10,100",
-    "variant_sizes": "64x64",
+    "variant_sizes": "64x64", "remat_sizes": "64x64",
 }
 
 
@@ -252,6 +256,11 @@ def measure_size(width: int, height: int, settings: argparse.Namespace, peaks: d
             figures[f"peak_rss_gb_{name}"] = result and result["peak_rss_gb"]
             figures[f"train_fraction_of_peak_{name}"] = result and fraction_of_peak(
                 result["forward_gflops_per_image"], result["train_img_per_s"], peak)
+    if f"{width}x{height}" in settings.remat_sizes:
+        result = attempt("remat", {"kind": "train", "style": "ours", **training, **REMAT,
+                                   "batch_size": settings.batch_size, "evaluate": False})
+        figures["train_img_per_s_remat"] = result and result["train_img_per_s"]
+        figures["peak_rss_gb_remat"] = result and result["peak_rss_gb"]
     return figures
 
 
@@ -317,6 +326,8 @@ TABLE_ROWS = (
     ("training img/s, mixed_bfloat16", "train_img_per_s_mixed_bfloat16", 3),
     ("  share of bf16 peak", "train_fraction_of_peak_mixed_bfloat16", 2),
     ("training img/s, float32 XLA on", "train_img_per_s_jit_on", 3),
+    ("training img/s, --remat", "train_img_per_s_remat", 3),
+    ("peak RSS GB, training, --remat", "peak_rss_gb_remat", 3),
     ("data pipeline img/s (1 thread)", "pipeline_img_per_s", 3),
     ("forward GFLOPs/image (convs)", "forward_gflops_per_image", 3),
 )
@@ -373,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant-sizes", metavar="WxH,...",
                         help="sizes where our float32, mixed_bfloat16 and XLA-on trainings are measured too, '' for "
                              f"none (default: {FULL['variant_sizes']})")
+    parser.add_argument("--remat-sizes", metavar="WxH,...",
+                        help="sizes where our training with --remat is measured too, '' for none "
+                             f"(default: {FULL['remat_sizes']})")
     parser.add_argument("--depth", type=int, help=f"ResNet v2 depth, 9n+2 (default: {FULL['depth']})")
     parser.add_argument("--batch-size", type=int, default=4, help="images per training step (default: %(default)s)")
     parser.add_argument("--warmup-steps", type=int,
@@ -407,6 +421,8 @@ def parse_settings(argv: list[str] | None) -> argparse.Namespace:
         settings.sizes = [parse_size(text) for text in settings.sizes.split(",")]
         variant_sizes = settings.variant_sizes.split(",") if settings.variant_sizes else []
         settings.variant_sizes = [f"{width}x{height}" for width, height in map(parse_size, variant_sizes)]
+        remat_sizes = settings.remat_sizes.split(",") if settings.remat_sizes else []
+        settings.remat_sizes = [f"{width}x{height}" for width, height in map(parse_size, remat_sizes)]
         settings.rss_counts = sorted({int(count) for count in settings.rss_counts.split(",")})
     except (argparse.ArgumentTypeError, ValueError) as error:
         parser.error(str(error))

@@ -41,6 +41,7 @@ from bench.flops import conv_flops_per_image  # noqa: E402
 from data_generator import DataGenerator, load_labels  # noqa: E402
 from model import build_model  # noqa: E402
 from precision import AUTO, default_precision  # noqa: E402
+from remat import recompute_in_backward  # noqa: E402
 from training import evaluate_dataset  # noqa: E402
 
 EXIT_OUT_OF_MEMORY = 3
@@ -161,6 +162,7 @@ def measure_training(
     precision: str,
     jit_compile: str,
     evaluate: bool,
+    remat: bool = False,
 ) -> dict:
     """Times training steps of the FCN and, optionally, the per-epoch test pass.
 
@@ -183,6 +185,8 @@ def measure_training(
         precision: str. Keras dtype policy or `"auto"` (ours only; the book's is float32).
         jit_compile: str. `"auto"`, `"on"` or `"off"` (ours only).
         evaluate: bool. Also time the test pass.
+        remat: bool. Recompute the backbone in the backward pass (`--remat`;
+            ours only). Defaults to False.
 
     Returns:
         `train_img_per_s`, `peak_rss_gb` (after training, before the test
@@ -210,7 +214,9 @@ def measure_training(
         if precision == AUTO:
             precision = default_precision(jit_compile)
         keras.mixed_precision.set_global_policy(precision)
-        _, fcn = build_model((height, width, 3), n_layers=3, n_classes=n_classes, n=(depth - 2) // 9)
+        backbone, fcn = build_model((height, width, 3), n_layers=3, n_classes=n_classes, n=(depth - 2) // 9)
+        if remat:
+            recompute_in_backward(backbone)
         fcn.compile(
             optimizer=keras.optimizers.Adam(learning_rate=1e-3),
             loss="categorical_crossentropy",

@@ -34,7 +34,7 @@ def test_quick_run_writes_every_figure(tmp_path):
     assert is_positive_number(results["matmul_peak_gflops_bf16"])
     figures = results[SIZE]
     for name in (*FIGURES, *(f"book_{figure}" for figure in FIGURES), *VARIANT_FIGURES,
-                 "pipeline_img_per_s", "forward_gflops_per_image"):
+                 "train_img_per_s_remat", "peak_rss_gb_remat", "pipeline_img_per_s", "forward_gflops_per_image"):
         assert is_positive_number(figures[name]), name
     assert figures["book_batch_size"] == 4
     assert figures["precision"] in ("float32", "mixed_bfloat16")

@@ -108,6 +108,8 @@ def call_main(argv, capsys):
         (["--evaluate", "--image-file", "nowhere.jpg"], "--image-file nowhere.jpg: no such file"),
         (["--train", "--precision", "mixed_bfloat16", "--jit-compile", "on"], "use --jit-compile off"),
         (["--train", "--bn-momentum", "1"], "--bn-momentum 1.0: must be in [0, 1)"),
+        (["--evaluate", "--remat"], "--remat is used with --train"),
+        (["--train", "--remat", "--distribute", "mirrored"], "--remat cannot be combined with --distribute"),
     ],
 )
 def test_bad_input_ends_with_one_line_and_status_2(book_dataset, tmp_path, capsys, extra, message):
@@ -160,7 +162,7 @@ def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_datase
     data_path, _ = book_dataset
     common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights")]
     recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice", "--precision", "mixed_bfloat16",
-              "--bn-momentum", "0.9", "--passes", "2"]
+              "--bn-momentum", "0.9", "--passes", "2", "--remat"]
     result = run_cli(["--train", "--epochs", "1", "--seed", "0", *recipe, *common], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Class weights (median-frequency balancing): background" in result.stdout

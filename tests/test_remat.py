@@ -1,0 +1,85 @@
+"""`--remat`: the same training step, its forward pass run twice, the model's layers untouched."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model import build_model, configure_batchnorm
+from remat import recompute_in_backward
+
+SHAPE = (64, 64, 3)
+
+
+def tiny_models(remat: bool):
+    keras.utils.set_random_seed(0)
+    backbone, fcn = build_model(SHAPE, n_layers=1, n=1)
+    configure_batchnorm(fcn, momentum=0.5)  # a fast average: a second update would show
+    if remat:
+        recompute_in_backward(backbone)
+    return backbone, fcn
+
+
+def batch():
+    rng = np.random.default_rng(0)
+    images = rng.random((2, *SHAPE), dtype=np.float32)
+    masks = keras.utils.to_categorical(rng.integers(0, 4, (2, *SHAPE[:2])), 4)
+    return images, masks
+
+
+def count_ops(fcn, images, masks, op_type: str) -> int:
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = keras.losses.categorical_crossentropy(y, fcn(x, training=True))
+        return tape.gradient(loss, fcn.trainable_weights)
+
+    graph = step.get_concrete_function(tf.constant(images), tf.constant(masks)).graph
+    return sum(op.type == op_type for op in graph.get_operations())
+
+
+def test_a_training_step_gives_the_same_weights_and_statistics():
+    images, masks = batch()
+    results = []
+    for remat in (False, True):
+        _, fcn = tiny_models(remat)
+        fcn.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="categorical_crossentropy")
+        losses = [float(fcn.train_on_batch(images, masks)) for _ in range(2)]
+        results.append((losses, [np.array(weight) for weight in fcn.weights]))
+    (plain_losses, plain_weights), (remat_losses, remat_weights) = results
+    np.testing.assert_allclose(remat_losses, plain_losses, rtol=1e-5)
+    assert len(remat_weights) == len(plain_weights)
+    for plain, recomputed in zip(plain_weights, remat_weights):
+        # Moving statistics included: each batch counted once, not once more by the recomputation.
+        np.testing.assert_allclose(recomputed, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_the_backbone_runs_forward_again_in_the_backward_pass():
+    images, masks = batch()
+    backbone, plain = tiny_models(remat=False)
+    n_backbone = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in backbone.layers)
+    plain_count = count_ops(plain, images, masks, "FusedBatchNormV3")
+    _, recomputing = tiny_models(remat=True)
+    assert count_ops(recomputing, images, masks, "FusedBatchNormV3") == plain_count + n_backbone
+    # Inference is not touched.
+    np.testing.assert_allclose(recomputing.predict_on_batch(images), plain.predict_on_batch(images), rtol=1e-5)
+
+
+def test_weights_files_are_interchangeable(tmp_path):
+    _, recomputing = tiny_models(remat=True)
+    recomputing.compile(optimizer="adam", loss="categorical_crossentropy")
+    recomputing.train_on_batch(*batch())
+    path = str(tmp_path / "remat.weights.h5")
+    recomputing.save_weights(path)
+    keras.utils.set_random_seed(1)
+    _, plain = build_model(SHAPE, n_layers=1, n=1)
+    plain.load_weights(path)
+    for expected, loaded in zip(recomputing.weights, plain.weights):
+        np.testing.assert_array_equal(np.array(loaded), np.array(expected))
+
+
+def test_synchronized_statistics_are_refused():
+    backbone, fcn = build_model(SHAPE, n_layers=1, n=1)
+    configure_batchnorm(fcn, momentum=0.9, synchronized=True)
+    with pytest.raises(ValueError, match="statistics twice"):
+        recompute_in_backward(backbone)
