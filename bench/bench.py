@@ -96,6 +96,11 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def size_keys_of(text: str) -> list[str]:
+    """`"640x480,128x96"` -> the checked size keys `["640x480", "128x96"]`; `""` -> `[]`."""
+    return [f"{width}x{height}" for width, height in map(parse_size, text.split(","))] if text else []
+
+
 def run_worker(job: dict, timeout: float) -> dict:
     """Runs one measurement in a fresh `python -m bench.worker` process.
 
@@ -419,10 +424,8 @@ def parse_settings(argv: list[str] | None) -> argparse.Namespace:
             setattr(settings, name, value)
     try:
         settings.sizes = [parse_size(text) for text in settings.sizes.split(",")]
-        variant_sizes = settings.variant_sizes.split(",") if settings.variant_sizes else []
-        settings.variant_sizes = [f"{width}x{height}" for width, height in map(parse_size, variant_sizes)]
-        remat_sizes = settings.remat_sizes.split(",") if settings.remat_sizes else []
-        settings.remat_sizes = [f"{width}x{height}" for width, height in map(parse_size, remat_sizes)]
+        settings.variant_sizes = size_keys_of(settings.variant_sizes)
+        settings.remat_sizes = size_keys_of(settings.remat_sizes)
         settings.rss_counts = sorted({int(count) for count in settings.rss_counts.split(",")})
     except (argparse.ArgumentTypeError, ValueError) as error:
         parser.error(str(error))
