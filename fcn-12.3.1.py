@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     group.add_argument("--remat", action="store_true",
                        help="recompute the backbone's activations in the backward pass instead of keeping them: "
-                            "12.3 -> 10.2 GB and 12%% slower at 640x480 batch 4 in bf16 (README, Speed on a CPU) "
-                            "(default: off)")
+                            "about 2 GB less (12 -> 10.4 GB) and 6-19%% slower at 640x480 batch 4 in bf16 "
+                            "(README, Speed on a CPU) (default: off)")
     group.add_argument("--bn-momentum", type=float, default=0.99, metavar="M",
                        help="BatchNormalization's moving-statistics momentum; 0.9 for a few dozen images "
                             "(default: %(default)s, Keras' and the book's)")

@@ -7,9 +7,9 @@ step keeps only the backbone's input and its pyramid of outputs; the backward
 pass runs the backbone's forward pass again, then its gradient. The head's
 activations are gone by then, so the two never share memory. Measured at
 640x480, batch 4, mixed bfloat16 (README, Speed on a CPU): peak memory 12.3 ->
-10.2 GB, each step 12 % slower. The arithmetic is the same, so the weights,
-the gradients and the BatchNormalization statistics are those of a run
-without it.
+10.2 GB, each step 12 % slower (6-19 % in three measurements). The
+arithmetic is the same, so the weights, the gradients and the
+BatchNormalization statistics are those of a run without it.
 
 The model's layers are untouched (only how the backbone is called during
 training changes), so weights files, the book's `.h5` files included, load

@@ -65,7 +65,7 @@ REMAT = {"precision": "auto", "jit_compile": "auto", "remat": True}
 PEAK_KEYS = {"float32": "matmul_peak_gflops_fp32", "mixed_bfloat16": "matmul_peak_gflops_bf16"}
 # Settings of the full run and of --quick (each can be overridden by its flag).
 FULL = {
-    "sizes": "640x480,128x96", "depth": 56, "warmup_steps": 1, "steps": 3, "num_test": 8,
+    "sizes": "640x480,128x96", "depth": 56, "warmup_steps": 1, "steps": 2, "num_test": 8,
     "matmul_size": 2048, "matmul_seconds": 2.0, "timeout": 300, "rss_counts": "100,1000",
     # The options at 640x480 too would not fit the run in 10 minutes on a 2-core CPU.
     "variant_sizes": "128x96", "remat_sizes": "640x480",
