@@ -25,6 +25,10 @@ import batchnorm
 def recompute_in_backward(backbone: keras.Model) -> None:
     """Makes `backbone`'s training calls keep only its input and outputs for the backward pass.
 
+    It replaces this instance's `call` (the class and the layers stay as
+    they are, so saving and loading are unchanged); calls with
+    `training=False` go straight to the original.
+
     The recomputation reruns each BatchNormalization in training mode, on the
     same batch, with the same result; its moving statistics are updated in the
     forward pass only.
