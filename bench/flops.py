@@ -1,5 +1,8 @@
-"""The FCN's forward cost, counted from its layers (any Keras, any backend)."""
+"""The two sides of a FLOP/s share, on any Keras backend: the FCN's forward cost and the matmul peak."""
 
+import time
+
+import keras
 import numpy as np
 
 
@@ -31,3 +34,33 @@ def conv_flops_per_image(model) -> int:
             in_channels = layer.input.shape[-1]
             total += 2 * height * width * out_channels * int(np.prod(layer.kernel_size)) * in_channels
     return total
+
+
+def synchronize(tensor) -> None:
+    """Waits until `tensor` is computed (some backends run asynchronously)."""
+    keras.ops.convert_to_numpy(keras.ops.ravel(tensor)[:1])
+
+
+def measure_matmul(size: int, seconds: float) -> dict:
+    """Best matmul throughput of two `size` x `size` matrices, float32 and bfloat16, in GFLOP/s.
+
+    Args:
+        size: int. Matrix side (2048 in a full CPU run, 8192 on a GPU).
+        seconds: float. Time spent timing each dtype (at least 3 products).
+
+    Returns:
+        `{"matmul_peak_gflops_fp32": ..., "matmul_peak_gflops_bf16": ...}`.
+    """
+    result = {}
+    for dtype, key in (("float32", "matmul_peak_gflops_fp32"), ("bfloat16", "matmul_peak_gflops_bf16")):
+        left = keras.random.uniform((size, size), dtype=dtype, seed=0)
+        right = keras.random.uniform((size, size), dtype=dtype, seed=1)
+        synchronize(keras.ops.matmul(left, right))  # warm-up: kernel selection, thread pool
+        times = []
+        start = time.perf_counter()
+        while len(times) < 3 or time.perf_counter() - start < seconds:
+            begin = time.perf_counter()
+            synchronize(keras.ops.matmul(left, right))
+            times.append(time.perf_counter() - begin)
+        result[key] = 2 * size**3 / min(times) / 1e9
+    return result

@@ -29,32 +29,11 @@ import time
 import keras
 import numpy as np
 
-from bench.flops import conv_flops_per_image
+from bench.flops import conv_flops_per_image, measure_matmul
 from model import build_model
 
 N_CLASSES = 4
 PRECISIONS = ("float32", "mixed_bfloat16")
-
-
-def synchronize(tensor) -> None:
-    """Waits until `tensor` is computed (the backends run asynchronously)."""
-    keras.ops.convert_to_numpy(keras.ops.ravel(tensor)[:1])
-
-
-def measure_matmul(size: int, repeats: int) -> dict:
-    """Best of `repeats` products of two `size` x `size` matrices, float32 and bfloat16, in GFLOP/s."""
-    result = {}
-    for dtype in ("float32", "bfloat16"):
-        left = keras.random.uniform((size, size), dtype=dtype, seed=0)
-        right = keras.random.uniform((size, size), dtype=dtype, seed=1)
-        synchronize(keras.ops.matmul(left, right))  # warm-up: kernel selection
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            synchronize(keras.ops.matmul(left, right))
-            times.append(time.perf_counter() - start)
-        result[f"matmul_peak_gflops_{'fp32' if dtype == 'float32' else 'bf16'}"] = 2 * size**3 / min(times) / 1e9
-    return result
 
 
 def peak_device_memory_gb() -> float | None:
@@ -136,6 +115,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps (default: 10)")
     parser.add_argument("--num-test", type=int, default=50, help="images in the evaluation pass (default: 50)")
     parser.add_argument("--matmul-size", type=int, default=8192, help="side of the peak-measuring matmul")
+    parser.add_argument("--matmul-seconds", type=float, default=1.0,
+                        help="time spent on each matmul dtype, at least 3 products (default: %(default)s)")
     parser.add_argument("--output", default="bench/gpu_results.json", help="JSON file to write")
     args = parser.parse_args()
     height, width = args.size
@@ -153,7 +134,7 @@ def main() -> None:
             json.dump(results, file, indent=2)
         print(json.dumps(figures), flush=True)
 
-    record(measure_matmul(args.matmul_size, repeats=10))
+    record(measure_matmul(args.matmul_size, seconds=args.matmul_seconds))
     # The book's batch first, float32 then bfloat16, so a run cut short still has the figures that matter.
     for batch_size in batch_sizes:
         for precision in PRECISIONS:

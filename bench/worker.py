@@ -10,7 +10,7 @@ exits with `EXIT_OUT_OF_MEMORY`.
 
 Jobs (`kind`):
 
-- `matmul`: the machine's float32 and bfloat16 `tf.matmul` throughput.
+- `matmul`: the machine's float32 and bfloat16 matmul throughput (`bench.flops`).
 - `pipeline`: `DataGenerator` batches per second, no model.
 - `train`: timed training steps of the FCN, our way or the book's way
   (`style`), then optionally the per-epoch test pass.
@@ -37,7 +37,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 from bench import book_keras2  # noqa: E402
-from bench.flops import conv_flops_per_image  # noqa: E402
+from bench.flops import conv_flops_per_image, measure_matmul  # noqa: E402
 from data_generator import DataGenerator, load_labels  # noqa: E402
 from model import build_model  # noqa: E402
 from precision import AUTO, default_precision  # noqa: E402
@@ -61,32 +61,6 @@ def peak_rss_gb() -> float:
         pass
     # Linux reports ru_maxrss in KiB.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / BYTES_PER_GB
-
-
-def measure_matmul(size: int, seconds: float) -> dict:
-    """Best `tf.matmul` throughput of two `size` x `size` matrices, float32 and bfloat16.
-
-    Args:
-        size: int. Matrix side (2048 in a full run).
-        seconds: float. Time spent timing each dtype (at least 3 products).
-
-    Returns:
-        `{"matmul_peak_gflops_fp32": ..., "matmul_peak_gflops_bf16": ...}`.
-    """
-    result = {}
-    for dtype, key in ((tf.float32, "matmul_peak_gflops_fp32"), (tf.bfloat16, "matmul_peak_gflops_bf16")):
-        left = tf.random.uniform((size, size), dtype=tf.float32)
-        right = tf.random.uniform((size, size), dtype=tf.float32)
-        left, right = tf.cast(left, dtype), tf.cast(right, dtype)
-        tf.matmul(left, right).numpy()  # warm-up: kernel selection, thread pool
-        times = []
-        start = time.perf_counter()
-        while len(times) < 3 or time.perf_counter() - start < seconds:
-            begin = time.perf_counter()
-            tf.matmul(left, right).numpy()
-            times.append(time.perf_counter() - begin)
-        result[key] = 2 * size**3 / min(times) / 1e9
-    return result
 
 
 def measure_pipeline(data_path: str, height: int, width: int, batch_size: int) -> dict:
