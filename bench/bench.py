@@ -1,6 +1,6 @@
 """Training and evaluation speed and memory, ours against the book's way (issue #6).
 
-    python3 bench/bench.py                     # 640x480 and 128x96, within 10 minutes on a 2-core CPU
+    python3 bench/bench.py                     # 640x480 and 128x96, about 10 minutes on a 2-core CPU
     python3 bench/bench.py --quick             # a smoke run in seconds (64x64, depth 11)
     python3 bench/bench.py --rss-vs-dataset    # also: peak memory with 100 vs 1,000 training images
 
