@@ -22,6 +22,7 @@ import secrets  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -60,7 +61,7 @@ from losses import CLASS_WEIGHTS, LOSSES, build_loss, median_frequency_weights  
 from metrics import SegmentationScores, class_names  # noqa: E402
 from model import build_model, configure_batchnorm, weights_name  # noqa: E402
 from precision import AUTO, POLICIES, default_precision  # noqa: E402
-from remat import recompute_in_backward  # noqa: E402
+from remat import AUTO as REMAT_AUTO, LEVELS as REMAT_LEVELS, recompute_in_backward, remat_level  # noqa: E402
 from report import REPORT_FILE, write_training_report  # noqa: E402
 from resnet import check_input_shape  # noqa: E402
 from training import (  # noqa: E402
@@ -104,9 +105,16 @@ class TrainingInterrupted(Exception):
         self.state_path = state_path
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, without the usage block above them."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; --help lists the options.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The book's command line (model_utils.parser) plus the project's additions."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="fcn-12.3.1.py",
         description="FCN with a ResNet v2 backbone for semantic segmentation (chapter 12).",
     )
@@ -145,10 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(2.4x faster at 640x480) and in float32 (the book's) elsewhere; evaluation "
                             "and prediction stay float32 unless named; 'mixed_float16' is for GPUs "
                             "(default: %(default)s)")
-    group.add_argument("--remat", action="store_true",
-                       help="recompute the backbone's activations in the backward pass instead of keeping them: "
-                            "about 2 GB less (12 -> 10.4 GB) and 6-19%% slower at 640x480 batch 4 in bf16 "
-                            "(README, Speed on a CPU) (default: off)")
+    group.add_argument("--remat", nargs="?", choices=(REMAT_AUTO, *REMAT_LEVELS), default=REMAT_AUTO, const="all",
+                       help="recompute backbone activations in the backward pass instead of keeping them: "
+                            "'stage0' the full-resolution stem and stage 0 (12.1 -> 8.9 GB, 9%% slower at "
+                            "640x480 batch 4 in bf16), 'all' (or --remat alone) each stage in turn (5.7 GB, "
+                            "18%% slower); 'auto' is 'stage0' for batches of a million pixels or more (the "
+                            "book's 640x480 batch 4) and 'off' below (README, Speed on a CPU) "
+                            "(default: %(default)s)")
     group.add_argument("--bn-momentum", type=float, default=0.99, metavar="M",
                        help="BatchNormalization's moving-statistics momentum; 0.9 for a few dozen images "
                             "(default: %(default)s, Keras' and the book's)")
@@ -633,11 +644,13 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError("--precision mixed_bfloat16 does not compile with --jit-compile on: use --jit-compile off.")
     if args.distribute != "none" and not args.train:
         raise UsageError(f"--distribute {args.distribute} is used with --train.")
-    if args.remat and not args.train:
-        raise UsageError("--remat is used with --train.")
-    if args.remat and args.distribute != "none":
+    recomputing = args.remat not in (REMAT_AUTO, "off")
+    if recomputing and not args.train:
+        raise UsageError(f"--remat {args.remat} is used with --train.")
+    if recomputing and args.distribute != "none":
         # Synchronized BatchNormalization would count each batch twice in its statistics.
-        raise UsageError(f"--remat cannot be combined with --distribute {args.distribute}: leave one out.")
+        raise UsageError(f"--remat {args.remat} cannot be combined with --distribute {args.distribute}: "
+                         "leave one out.")
     if args.distribute == "multi-worker":
         try:
             read_tf_config()
@@ -723,8 +736,14 @@ def run(args: argparse.Namespace) -> None:
     with strategy.scope():
         backbone, fcn = build_model(input_shape, n_layers=args.layers, n_classes=n_classes, n=(args.depth - 2) // 9)
         configure_batchnorm(fcn, args.bn_momentum, synchronized=args.distribute != "none")
-        if args.remat:
-            recompute_in_backward(backbone)
+        if args.train:
+            level = remat_level(args.remat, args.batch_size, args.height, args.width,
+                                synchronized=args.distribute != "none")
+            if level != "off":
+                logger.info("Recomputing the backbone's %s in the backward pass (--remat %s%s)",
+                            "stem and stage 0" if level == "stage0" else "stages one at a time", args.remat,
+                            ": a batch this large; --remat off keeps them" if args.remat == REMAT_AUTO else "")
+            recompute_in_backward(backbone, level)
         if args.restore_weights:
             logger.info(explanation)
             restore_weights(fcn, restore_path)

@@ -259,6 +259,24 @@ def resnet_v2(input_shape: tuple[int, int, int], depth: int, n_layers: int = 4) 
     return keras.Model(inputs=inputs, outputs=outputs, name=backbone_name(depth))
 
 
+def stage_outputs(backbone: keras.Model) -> list:
+    """The output tensors of the backbone's three stages, in order.
+
+    Args:
+        backbone: keras.Model. Built by `build_resnet`.
+
+    Returns:
+        For each stage, the output of its last unit's addition
+        (`stage{s}_block{n-1}_add`): full, half and quarter resolution.
+    """
+    last_units = {}
+    for layer in backbone.layers:  # in the order they are applied
+        stage = layer.name.split("_")[0]
+        if stage.startswith("stage") and layer.name.endswith("_add"):
+            last_units[stage] = layer
+    return [last_units[stage].output for stage in sorted(last_units)]
+
+
 def build_resnet(
     input_shape: tuple[int, int, int], n_layers: int = 4, n: int = 6
 ) -> keras.Model:

@@ -19,8 +19,10 @@ For each size, on a synthetic drinks set in the book's format
   image, float32, no XLA);
 - our training with each precision named (float32, mixed bfloat16) and with
   XLA on, by default at the demo size only (`--variant-sizes`);
-- our training with `--remat` (the backbone recomputed in the backward
-  pass), by default at 640x480 only (`--remat-sizes`), for its memory.
+- our training with another `--remat` level (`--remat-level`; by default
+  `off`, no recomputation), by default at 640x480 only (`--remat-sizes`),
+  for its memory: ours trains with `--remat auto`, which recomputes the stem
+  and stage 0 there.
 
 Ours trains with the command line's defaults, so in the precision
 `--precision auto` picks on the machine (`precision.py`).
@@ -60,20 +62,21 @@ VARIANTS = {
     "mixed_bfloat16": {"precision": "mixed_bfloat16", "jit_compile": "off"},
     "jit_on": {"precision": "float32", "jit_compile": "on"},
 }
-# --remat, measured apart (at --remat-sizes) because it is about memory at large sizes.
-REMAT = {"precision": "auto", "jit_compile": "auto", "remat": True}
+# Another --remat level, measured apart (at --remat-sizes) because it is about memory at large sizes.
+REMAT = {"precision": "auto", "jit_compile": "auto"}
+REMAT_LEVELS = ("off", "stage0", "all")  # remat.LEVELS, not imported: it would load TensorFlow here
 PEAK_KEYS = {"float32": "matmul_peak_gflops_fp32", "mixed_bfloat16": "matmul_peak_gflops_bf16"}
 # Settings of the full run and of --quick (each can be overridden by its flag).
 FULL = {
     "sizes": "640x480,128x96", "depth": 56, "warmup_steps": 1, "steps": 2, "num_test": 8,
     "matmul_size": 2048, "matmul_seconds": 2.0, "timeout": 300, "rss_counts": "100,1000",
     # The options at 640x480 too would not fit the run in 10 minutes on a 2-core CPU.
-    "variant_sizes": "128x96", "remat_sizes": "640x480",
+    "variant_sizes": "128x96", "remat_sizes": "640x480", "remat_level": "off",
 }
 QUICK = {
     "sizes": "64x64", "depth": 11, "warmup_steps": 1, "steps": 2, "num_test": 4,
     "matmul_size": 256, "matmul_seconds": 0.2, "timeout": 120, "rss_counts": "10,100",
-    "variant_sizes": "64x64", "remat_sizes": "64x64",
+    "variant_sizes": "64x64", "remat_sizes": "64x64", "remat_level": "all",
 }
 
 
@@ -248,6 +251,7 @@ def measure_size(width: int, height: int, settings: argparse.Namespace, peaks: d
         figures[prefix + "train_fraction_of_peak"] = result and fraction_of_peak(
             result["forward_gflops_per_image"], result["train_img_per_s"], peaks[PEAK_KEYS[result["precision"]]])
     figures["precision"] = ours and ours["precision"]
+    figures["remat"] = ours and ours["remat"]
     # Counted on each network: equal when the book's Keras 2 network is ours layer for layer.
     figures["forward_gflops_per_image"] = ours and ours["forward_gflops_per_image"]
     figures["book_forward_gflops_per_image"] = book and book["forward_gflops_per_image"]
@@ -263,7 +267,8 @@ def measure_size(width: int, height: int, settings: argparse.Namespace, peaks: d
                 result["forward_gflops_per_image"], result["train_img_per_s"], peak)
     if f"{width}x{height}" in settings.remat_sizes:
         result = attempt("remat", {"kind": "train", "style": "ours", **training, **REMAT,
-                                   "batch_size": settings.batch_size, "evaluate": False})
+                                   "remat": settings.remat_level, "batch_size": settings.batch_size,
+                                   "evaluate": False})
         figures["train_img_per_s_remat"] = result and result["train_img_per_s"]
         figures["peak_rss_gb_remat"] = result and result["peak_rss_gb"]
     return figures
@@ -331,8 +336,8 @@ TABLE_ROWS = (
     ("training img/s, mixed_bfloat16", "train_img_per_s_mixed_bfloat16", 3),
     ("  share of bf16 peak", "train_fraction_of_peak_mixed_bfloat16", 2),
     ("training img/s, float32 XLA on", "train_img_per_s_jit_on", 3),
-    ("training img/s, --remat", "train_img_per_s_remat", 3),
-    ("peak RSS GB, training, --remat", "peak_rss_gb_remat", 3),
+    ("training img/s, --remat-level", "train_img_per_s_remat", 3),
+    ("peak RSS GB, training, --remat-level", "peak_rss_gb_remat", 3),
     ("data pipeline img/s (1 thread)", "pipeline_img_per_s", 3),
     ("forward GFLOPs/image (convs)", "forward_gflops_per_image", 3),
 )
@@ -357,6 +362,9 @@ def format_table(results: dict, size_keys: list[str]) -> str:
     if policies:
         lines.append(f"ours trains in {', '.join(policies)} (--precision auto on this machine); "
                      "the book-style baseline in float32")
+    levels = ", ".join(f"{results[size]['remat']} at {size}" for size in size_keys if results[size].get("remat"))
+    if levels:
+        lines.append(f"ours trains with --remat auto: {levels}; --remat-level is {results['settings']['remat_level']}")
     batch_notes = [f"{size} batch {results[size]['book_batch_size']}" for size in size_keys
                    if results[size].get("book_batch_size") not in (None, results["settings"]["batch_size"])]
     if batch_notes:
@@ -390,8 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sizes where our float32, mixed_bfloat16 and XLA-on trainings are measured too, '' for "
                              f"none (default: {FULL['variant_sizes']})")
     parser.add_argument("--remat-sizes", metavar="WxH,...",
-                        help="sizes where our training with --remat is measured too, '' for none "
+                        help="sizes where our training with --remat-level is measured too, '' for none "
                              f"(default: {FULL['remat_sizes']})")
+    parser.add_argument("--remat-level", choices=REMAT_LEVELS,
+                        help="the --remat level measured at --remat-sizes; ours trains with --remat auto "
+                             f"(default: {FULL['remat_level']}; {QUICK['remat_level']} with --quick)")
     parser.add_argument("--depth", type=int, help=f"ResNet v2 depth, 9n+2 (default: {FULL['depth']})")
     parser.add_argument("--batch-size", type=int, default=4, help="images per training step (default: %(default)s)")
     parser.add_argument("--warmup-steps", type=int,
@@ -449,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "batch_size": settings.batch_size, "depth": settings.depth, "warmup_steps": settings.warmup_steps,
             "steps": settings.steps, "num_test": settings.num_test, "matmul_size": settings.matmul_size,
-            "quick": settings.quick,
+            "quick": settings.quick, "remat_level": settings.remat_level,
         },
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "notes": {

@@ -41,7 +41,7 @@ from bench.flops import conv_flops_per_image, measure_matmul  # noqa: E402
 from data_generator import DataGenerator, load_labels  # noqa: E402
 from model import build_model  # noqa: E402
 from precision import AUTO, default_precision  # noqa: E402
-from remat import recompute_in_backward  # noqa: E402
+from remat import AUTO as REMAT_AUTO, recompute_in_backward, remat_level  # noqa: E402
 from training import evaluate_dataset  # noqa: E402
 
 EXIT_OUT_OF_MEMORY = 3
@@ -136,7 +136,7 @@ def measure_training(
     precision: str,
     jit_compile: str,
     evaluate: bool,
-    remat: bool = False,
+    remat: str = REMAT_AUTO,
 ) -> dict:
     """Times training steps of the FCN and, optionally, the per-epoch test pass.
 
@@ -159,13 +159,13 @@ def measure_training(
         precision: str. Keras dtype policy or `"auto"` (ours only; the book's is float32).
         jit_compile: str. `"auto"`, `"on"` or `"off"` (ours only).
         evaluate: bool. Also time the test pass.
-        remat: bool. Recompute the backbone in the backward pass (`--remat`;
-            ours only). Defaults to False.
+        remat: str. `--remat`: `"auto"`, `"off"`, `"stage0"` or `"all"`
+            (ours only). Defaults to `"auto"`, the command line's.
 
     Returns:
         `train_img_per_s`, `peak_rss_gb` (after training, before the test
-        pass), `forward_gflops_per_image`, `batch_size`, and with `evaluate`
-        `eval_img_per_s`.
+        pass), `forward_gflops_per_image`, `batch_size`, the `precision` and
+        `remat` level trained with, and with `evaluate` `eval_img_per_s`.
     """
     train_path, test_path = os.path.join(data_path, TRAIN_LABELS), os.path.join(data_path, TEST_LABELS)
     if style == "book":
@@ -180,7 +180,7 @@ def measure_training(
 
         fcn = book_keras2.build_book_fcn((height, width, 3), n_layers=3, n=(depth - 2) // 9, n_classes=n_classes)
         fcn.compile(optimizer=tf_keras.optimizers.Adam(learning_rate=1e-3), loss="categorical_crossentropy")
-        precision = "float32"
+        precision, remat = "float32", "off"
     else:
         train_labels = load_labels(train_path, data_path, height, width)
         generator = DataGenerator(train_labels, data_path, batch_size=batch_size, shuffle=False)
@@ -189,8 +189,8 @@ def measure_training(
             precision = default_precision(jit_compile)
         keras.mixed_precision.set_global_policy(precision)
         backbone, fcn = build_model((height, width, 3), n_layers=3, n_classes=n_classes, n=(depth - 2) // 9)
-        if remat:
-            recompute_in_backward(backbone)
+        remat = remat_level(remat, batch_size, height, width, synchronized=False)
+        recompute_in_backward(backbone, remat)
         fcn.compile(
             optimizer=keras.optimizers.Adam(learning_rate=1e-3),
             loss="categorical_crossentropy",
@@ -208,6 +208,7 @@ def measure_training(
         "forward_gflops_per_image": conv_flops_per_image(fcn) / 1e9,
         "batch_size": batch_size,
         "precision": precision,
+        "remat": remat,
     }
     if evaluate:
         if style == "book":

@@ -38,6 +38,8 @@ def test_quick_run_writes_every_figure(tmp_path):
         assert is_positive_number(figures[name]), name
     assert figures["book_batch_size"] == 4
     assert figures["precision"] in ("float32", "mixed_bfloat16")
+    # --remat auto recomputes nothing at 64x64; the quick run measures --remat all beside it.
+    assert figures["remat"] == "off" and results["settings"]["remat_level"] == "all"
     # The baseline is the book's network on Keras 2, convolution for convolution ours.
     assert figures["book_forward_gflops_per_image"] == figures["forward_gflops_per_image"]
     assert all(status.startswith("ok") for status in figures["status"].values())

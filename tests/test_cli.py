@@ -88,7 +88,10 @@ def test_image_file_and_plot_write_the_books_figures(trained):
 
 def call_main(argv, capsys):
     main = runpy.run_path(SCRIPT)["main"]
-    status = main(argv)
+    try:
+        status = main(argv)
+    except SystemExit as exit:  # argparse's errors
+        status = exit.code
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 
@@ -108,8 +111,10 @@ def call_main(argv, capsys):
         (["--evaluate", "--image-file", "nowhere.jpg"], "--image-file nowhere.jpg: no such file"),
         (["--train", "--precision", "mixed_bfloat16", "--jit-compile", "on"], "use --jit-compile off"),
         (["--train", "--bn-momentum", "1"], "--bn-momentum 1.0: must be in [0, 1)"),
-        (["--evaluate", "--remat"], "--remat is used with --train"),
-        (["--train", "--remat", "--distribute", "mirrored"], "--remat cannot be combined with --distribute"),
+        (["--evaluate", "--remat"], "--remat all is used with --train"),
+        (["--evaluate", "--remat", "stage0"], "--remat stage0 is used with --train"),
+        (["--train", "--remat", "some"], "argument --remat: invalid choice: 'some'"),
+        (["--train", "--remat", "--distribute", "mirrored"], "--remat all cannot be combined with --distribute"),
     ],
 )
 def test_bad_input_ends_with_one_line_and_status_2(book_dataset, tmp_path, capsys, extra, message):
@@ -166,6 +171,7 @@ def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_datase
     result = run_cli(["--train", "--epochs", "1", "--seed", "0", *recipe, *common], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Class weights (median-frequency balancing): background" in result.stdout
+    assert "Recomputing the backbone's stages one at a time in the backward pass (--remat all)" in result.stdout
     record = json.loads((tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")).read_text())
     expected = {"augment": True, "class_weights": "auto", "loss": "ce+dice", "precision": "mixed_bfloat16",
                 "bn_momentum": 0.9, "passes": 2}
