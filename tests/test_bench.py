@@ -74,3 +74,33 @@ def test_gpu_script_times_the_network_on_the_installed_backend(tmp_path):
                  "eval_img_per_s", "book_eval_img_per_s"):
         assert is_positive_number(results[name]), name
     assert results["backend"] == "tensorflow" and "evaluation img/s: ours" in result.stdout
+
+
+def test_accuracy_script_trains_each_seed_in_each_policy(book_dataset, tmp_path, capsys):
+    from bench import accuracy
+
+    data_path, _ = book_dataset
+    output = tmp_path / "accuracy.json"
+    status = accuracy.main(["--data-path", data_path, "--height", "64", "--width", "64", "--depth", "11",
+                            "--epochs", "2", "--seeds", "0,1", "--workers", "1", "--output", str(output)])
+    assert status == 0
+    results = json.loads(output.read_text())
+    assert [(run["seed"], run["policy"]) for run in results["runs"]] == [
+        (0, "float32"), (0, "mixed_bfloat16"), (1, "float32"), (1, "mixed_bfloat16")]
+    for run in results["runs"]:
+        assert len(run["test_miou"]) == 2 and all(0 <= value <= 1 for value in run["test_miou"])
+        assert run["best_miou"] == max(run["test_miou"])
+    by_run = {(run["seed"], run["policy"]): run["best_miou"] for run in results["runs"]}
+    differences = results["summary"]["best_miou_difference_mixed_bfloat16"]
+    for seed in (0, 1):
+        assert differences[str(seed)] == pytest.approx(by_run[seed, "mixed_bfloat16"] - by_run[seed, "float32"])
+    table = capsys.readouterr().out
+    assert "diff mixed_bfloat16" in table and "median" in table
+
+
+def test_accuracy_script_asks_for_the_data_set_in_one_line(tmp_path, capsys):
+    from bench import accuracy
+
+    assert accuracy.main(["--data-path", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path}: no segmentation_train.npy there; write the demo's data" in err
