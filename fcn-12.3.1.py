@@ -740,9 +740,10 @@ def run(args: argparse.Namespace) -> None:
             level = remat_level(args.remat, args.batch_size, args.height, args.width,
                                 synchronized=args.distribute != "none")
             if level != "off":
-                logger.info("Recomputing the backbone's %s in the backward pass (--remat %s%s)",
-                            "stem and stage 0" if level == "stage0" else "stages one at a time", args.remat,
-                            ": a batch this large; --remat off keeps them" if args.remat == REMAT_AUTO else "")
+                why = (f"auto: {args.batch_size * args.height * args.width / 1e6:.1f} million pixels a batch; "
+                       "--remat off keeps them, in more memory" if args.remat == REMAT_AUTO else args.remat)
+                logger.info("Recomputing the backbone's %s in the backward pass (--remat %s)",
+                            "stem and stage 0" if level == "stage0" else "stages one at a time", why)
             recompute_in_backward(backbone, level)
         if args.restore_weights:
             logger.info(explanation)
