@@ -155,9 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     group.add_argument("--remat", nargs="?", choices=(REMAT_AUTO, *REMAT_LEVELS), default=REMAT_AUTO, const="all",
                        help="recompute backbone activations in the backward pass instead of keeping them: "
-                            "'stage0' the full-resolution stem and stage 0 (12.1 -> 8.9 GB, 9%% slower at "
+                            "'stage0' the full-resolution stem and stage 0 (12.1 -> 8.8 GB, 3-9%% slower at "
                             "640x480 batch 4 in bf16), 'all' (or --remat alone) each stage in turn (5.7 GB, "
-                            "18%% slower); 'auto' is 'stage0' for batches of a million pixels or more (the "
+                            "14-20%% slower); 'auto' is 'stage0' for batches of a million pixels or more (the "
                             "book's 640x480 batch 4) and 'off' below (README, Speed on a CPU) "
                             "(default: %(default)s)")
     group.add_argument("--bn-momentum", type=float, default=0.99, metavar="M",

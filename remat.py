@@ -15,8 +15,8 @@ forward pass just before its gradient, one segment at a time:
   below and with synchronized BatchNormalization.
 
 Measured at 640x480, batch 4, mixed bfloat16 (README, Speed on a CPU): peak
-memory 12.1 GB off, 8.9 GB with `stage0` (9 % slower), 5.7 GB with `all` (18 %
-slower). The arithmetic is the same, so the weights, the gradients and the
+memory 11.6-12.2 GB off, 8.7-8.9 GB with `stage0` (3-9 % slower), 5.7 GB with
+`all` (14-20 % slower). The arithmetic is the same, so the weights, the gradients and the
 BatchNormalization statistics are those of a run without it.
 
 The model's layers are untouched (only how the backbone is called during
