@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from augment import Augmentation
-from data_generator import DataGenerator, load_labels
+from data_generator import DataGenerator, LabelSet, load_labels
 from losses import build_loss
 from metrics import SegmentationScores
 from model import build_model, configure_batchnorm
@@ -60,14 +60,11 @@ class EpochScores(keras.callbacks.Callback):
         self.miou.append(scores.mean_iou)
 
 
-def train_once(settings: argparse.Namespace, policy: str, seed: int) -> dict:
+def train_once(settings: argparse.Namespace, train_labels: LabelSet, test_labels: LabelSet, policy: str,
+               seed: int) -> dict:
     """One short training run of the demo's recipe; returns its per-epoch test mIoU and its time."""
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_global_policy(policy)
-    train_labels = load_labels(os.path.join(settings.data_path, TRAIN_LABELS), settings.data_path,
-                               settings.height, settings.width)
-    test_labels = load_labels(os.path.join(settings.data_path, TEST_LABELS), settings.data_path,
-                              settings.height, settings.width)
     n_classes = train_labels.n_classes
     _, fcn = build_model((settings.height, settings.width, 3), n_layers=3, n_classes=n_classes,
                          n=(settings.depth - 2) // 9)
@@ -145,11 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench/accuracy.py: error: {settings.data_path}: no {TRAIN_LABELS} there; write the demo's data "
               "set first (`make demo` does) or give --data-path.", file=sys.stderr)
         return 2
+    train_labels, test_labels = (
+        load_labels(os.path.join(settings.data_path, name), settings.data_path, settings.height, settings.width)
+        for name in (TRAIN_LABELS, TEST_LABELS)
+    )
     runs = []
     results = {"backend": keras.backend.backend(), "settings": vars(settings), "runs": runs}
     for seed in seeds:
         for policy in policies:
-            run = train_once(settings, policy, seed)
+            run = train_once(settings, train_labels, test_labels, policy, seed)
             runs.append(run)
             print(f"seed {seed} {policy}: best test mIoU {run['best_miou']:.4f} in {run['seconds']:.0f} s; "
                   "per epoch " + " ".join(f"{value:.3f}" for value in run["test_miou"]), flush=True)

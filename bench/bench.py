@@ -62,8 +62,7 @@ VARIANTS = {
     "mixed_bfloat16": {"precision": "mixed_bfloat16", "jit_compile": "off"},
     "jit_on": {"precision": "float32", "jit_compile": "on"},
 }
-# Another --remat level, measured apart (at --remat-sizes) because it is about memory at large sizes.
-REMAT = {"precision": "auto", "jit_compile": "auto"}
+# Another --remat level is measured apart (at --remat-sizes) because it is about memory at large sizes.
 REMAT_LEVELS = ("off", "stage0", "all")  # remat.LEVELS, not imported: it would load TensorFlow here
 PEAK_KEYS = {"float32": "matmul_peak_gflops_fp32", "mixed_bfloat16": "matmul_peak_gflops_bf16"}
 # Settings of the full run and of --quick (each can be overridden by its flag).
@@ -266,9 +265,9 @@ def measure_size(width: int, height: int, settings: argparse.Namespace, peaks: d
             figures[f"train_fraction_of_peak_{name}"] = result and fraction_of_peak(
                 result["forward_gflops_per_image"], result["train_img_per_s"], peak)
     if f"{width}x{height}" in settings.remat_sizes:
-        result = attempt("remat", {"kind": "train", "style": "ours", **training, **REMAT,
-                                   "remat": settings.remat_level, "batch_size": settings.batch_size,
-                                   "evaluate": False})
+        result = attempt("remat", {"kind": "train", "style": "ours", **training, "precision": "auto",
+                                   "jit_compile": "auto", "remat": settings.remat_level,
+                                   "batch_size": settings.batch_size, "evaluate": False})
         figures["train_img_per_s_remat"] = result and result["train_img_per_s"]
         figures["peak_rss_gb_remat"] = result and result["peak_rss_gb"]
     return figures
