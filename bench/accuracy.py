@@ -83,31 +83,33 @@ def train_once(settings: argparse.Namespace, train_labels: LabelSet, test_labels
 
 
 def summarize(runs: list[dict], policies: list[str]) -> dict:
-    """The best mIoU of each policy (median over seeds) and each other policy's per-seed difference to the first."""
+    """Each policy's best mIoU averaged over seeds, and each other policy's per-seed and mean difference to the first."""
     best = {policy: {run["seed"]: run["best_miou"] for run in runs if run["policy"] == policy} for policy in policies}
     reference = policies[0]
-    summary = {"median_best_miou": {policy: statistics.median(values.values()) for policy, values in best.items()
-                                    if values}}
+    summary = {"mean_best_miou": {policy: statistics.mean(values.values()) for policy, values in best.items()
+                                  if values}}
     for policy in policies[1:]:
         seeds = sorted(set(best[reference]) & set(best[policy]))
-        summary[f"best_miou_difference_{policy}"] = {seed: best[policy][seed] - best[reference][seed] for seed in seeds}
+        differences = {seed: best[policy][seed] - best[reference][seed] for seed in seeds}
+        summary[f"best_miou_difference_{policy}"] = differences
+        summary[f"mean_best_miou_difference_{policy}"] = statistics.mean(differences.values()) if seeds else None
     return summary
 
 
 def format_table(runs: list[dict], policies: list[str], summary: dict) -> str:
-    """Best test mIoU per seed and policy, each seed's difference, and the medians."""
+    """Best test mIoU per seed and policy, each seed's difference, and the means."""
     seeds = sorted({run["seed"] for run in runs})
     best = {(run["policy"], run["seed"]): run["best_miou"] for run in runs}
     lines = ["seed".ljust(6) + "".join(f"{policy:>16}" for policy in policies)
              + "".join(f"{'diff ' + policy:>22}" for policy in policies[1:])]
-    for seed in seeds:
-        cells = [f"{best[(policy, seed)]:>16.4f}" if (policy, seed) in best else f"{'-':>16}" for policy in policies]
-        for policy in policies[1:]:
-            difference = summary[f"best_miou_difference_{policy}"].get(seed)
-            cells.append(f"{'-':>22}" if difference is None else f"{difference:>+22.4f}")
-        lines.append(str(seed).ljust(6) + "".join(cells))
-    lines.append("median".ljust(6) + "".join(
-        f"{summary['median_best_miou'].get(policy, float('nan')):>16.4f}" for policy in policies))
+    rows = [(str(seed), [best.get((policy, seed)) for policy in policies],
+             [summary[f"best_miou_difference_{policy}"].get(seed) for policy in policies[1:]]) for seed in seeds]
+    rows.append(("mean", [summary["mean_best_miou"].get(policy) for policy in policies],
+                 [summary[f"mean_best_miou_difference_{policy}"] for policy in policies[1:]]))
+    for label, values, differences in rows:
+        lines.append(label.ljust(6)
+                     + "".join(f"{'-':>16}" if value is None else f"{value:>16.4f}" for value in values)
+                     + "".join(f"{'-':>22}" if value is None else f"{value:>+22.4f}" for value in differences))
     return "\n".join(lines)
 
 

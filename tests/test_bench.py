@@ -94,8 +94,10 @@ def test_accuracy_script_trains_each_seed_in_each_policy(book_dataset, tmp_path,
     differences = results["summary"]["best_miou_difference_mixed_bfloat16"]
     for seed in (0, 1):
         assert differences[str(seed)] == pytest.approx(by_run[seed, "mixed_bfloat16"] - by_run[seed, "float32"])
+    assert results["summary"]["mean_best_miou_difference_mixed_bfloat16"] == pytest.approx(
+        (differences["0"] + differences["1"]) / 2)
     table = capsys.readouterr().out
-    assert "diff mixed_bfloat16" in table and "median" in table
+    assert "diff mixed_bfloat16" in table and "mean" in table
 
 
 def test_accuracy_script_asks_for_the_data_set_in_one_line(tmp_path, capsys):
