@@ -1,5 +1,7 @@
-"""Tests for utils/generate_synthetic_drinks.py: determinism, VIA validity, label agreement, --check."""
+"""Tests for utils/generate_synthetic_drinks.py: determinism, VIA validity, label agreement, the
+product catalogue, --check."""
 
+import collections
 import json
 import os
 
@@ -126,3 +128,75 @@ def test_bad_drink_size_is_refused(text, capsys):
     with pytest.raises(SystemExit) as exit_info:
         synthetic.build_parser().parse_args(["--drink-size", text])
     assert exit_info.value.code == 2 and "--drink-size" in capsys.readouterr().err
+
+
+def drink_designs(options, seeds, height=96, width=128):
+    """For each scene seed, the (class id, design) of every drink in that scene."""
+    scenes = [synthetic.scene_items(np.random.default_rng(seed), height, width, options) for seed in seeds]
+    return [[(item.class_id, item.design) for item in items if item.class_id] for items in scenes]
+
+
+def test_product_catalogue_is_made_from_the_seed_alone():
+    catalogue = synthetic.product_catalogue(seed=5, products=3)
+    assert set(catalogue) == {synthetic.WATER_BOTTLE, synthetic.SODA_CAN, synthetic.JUICE_CAN}
+    assert all(len(designs) == 3 and len(set(designs)) == 3 for designs in catalogue.values())
+    assert all(isinstance(design, synthetic.BottleDesign) for design in catalogue[synthetic.WATER_BOTTLE])
+    assert all(design.class_id == class_id for class_id in (2, 3) for design in catalogue[class_id])
+    assert synthetic.product_catalogue(seed=5, products=3) == catalogue
+    first_only = {class_id: designs[:1] for class_id, designs in catalogue.items()}
+    assert synthetic.product_catalogue(seed=5, products=1) == first_only
+    other = synthetic.product_catalogue(seed=6, products=3)
+    assert all(set(other[class_id]).isdisjoint(catalogue[class_id]) for class_id in catalogue)
+    assert synthetic.product_catalogue(seed=5, products=0) == {}
+
+
+def test_every_drink_in_train_and_test_scenes_is_a_catalogue_product():
+    catalogue = synthetic.product_catalogue(seed=1, products=2)
+    options = synthetic.SceneOptions(catalogue=catalogue)
+    scenes = drink_designs(options, [[1, split_index, index] for split_index in (0, 1) for index in range(10)])
+    drinks = [drink for scene in scenes for drink in scene]
+    assert len(drinks) >= 20
+    assert all(any(design is product for product in catalogue[class_id]) for class_id, design in drinks)
+    # Every product shows up, each in several scenes.
+    scenes_per_product = collections.Counter(product for scene in scenes for product in {id(d) for _, d in scene})
+    assert len(scenes_per_product) == 6 and min(scenes_per_product.values()) >= 2
+
+
+def test_products_zero_makes_every_drink_a_new_design():
+    options = synthetic.SceneOptions(catalogue=synthetic.product_catalogue(seed=1, products=0))
+    scenes = drink_designs(options, [[1, 0, index] for index in range(10)])
+    designs = [design for scene in scenes for _, design in scene]
+    assert len(designs) >= 10 and len(set(designs)) == len(designs)
+
+
+def test_products_flag_reaches_the_scenes(tmp_path):
+    parser = synthetic.build_parser()
+    assert parser.parse_args([]).products == synthetic.DEFAULT_PRODUCTS == 2
+    assert parser.parse_args(["--products", "0"]).products == 0
+    size = {"num_train": 3, "num_test": 1, "height": 48, "width": 64, "seed": 0}
+    one = synthetic.SceneOptions(catalogue=synthetic.product_catalogue(seed=0, products=1))
+    synthetic.generate(str(tmp_path / "one"), **size, options=one)
+    synthetic.generate(str(tmp_path / "default"), **size)
+    cli_args = ["--num-train", "3", "--num-test", "1", "--height", "48", "--width", "64", "--seed", "0"]
+    assert synthetic.main([*cli_args, "--output", str(tmp_path / "cli_one"), "--products", "1"]) == 0
+    assert synthetic.main([*cli_args, "--output", str(tmp_path / "cli_default")]) == 0
+    train = synthetic.TRAIN_JSON
+    assert read_bytes(tmp_path / "cli_one" / train) == read_bytes(tmp_path / "one" / train)
+    assert read_bytes(tmp_path / "cli_default" / train) == read_bytes(tmp_path / "default" / train)
+    assert read_bytes(tmp_path / "one" / train) != read_bytes(tmp_path / "default" / train)
+
+
+@pytest.mark.parametrize("text", ["-1", "two", "1.5"])
+def test_bad_products_is_refused_in_one_line(text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        synthetic.build_parser().parse_args(["--products", text])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert exit_info.value.code == 2 and len(errors) == 1 and "--products" in errors[0] and repr(text) in errors[0]
+
+
+@pytest.mark.parametrize("score, status", [(0.7, 1), (0.6, 0), (0.5, 0)])
+def test_check_exit_status_follows_the_threshold(score, status, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(synthetic, "color_baseline", lambda output: {"MAP": score, "ML": score - 0.2})
+    args = ["--output", str(tmp_path), "--num-train", "1", "--num-test", "1", "--height", "32", "--width", "32"]
+    assert synthetic.main([*args, "--check"]) == status
+    assert ("FAIL" if status else "PASS") + f": best colour-only mIoU {score:.3f}" in capsys.readouterr().out

@@ -6,18 +6,24 @@ drinks-like scenes and writes them in exactly the book's format: `<output>/<name
 2.x projects `segmentation_train.json` / `segmentation_test.json` (polygon regions, region attribute
 `{"Name": "1"|"2"|"3"}`), ready for `utils/generate_gt_segmentation.py`.
 
-Each scene has a textured wall and table (wood, tiles, cloth, stone), distractors that are not
-drinks (mugs, glasses, boxes, books, plates, fruit, cables, papers), and 0 to 6 drinks of varied
-size, proportions, colour, label design, pose and lighting, standing in depth order so that nearer
-objects occlude farther ones, some cut by the image border. Colours come from one palette shared by
-every class and the distractors, so colour alone cannot tell the classes apart; shape does (the
-bottle's neck and cap, the squat can with its lid, the slim tall juice can). The camera adds a
-lighting field, blur, noise and JPEG compression.
+Like the book's photos of a few brands of each drink, every drink is one of a small catalogue of
+products (`--products K` per class, default 2): a product is a fixed design (label kind, colours and
+layout, proportions, cap, plastic tint and opacity, metal, highlight) made from the data set's seed,
+its class and its index alone, so train and test and every scene show the same products. Each scene
+has a textured wall and table (wood, tiles, cloth, stone), distractors that are not drinks (mugs,
+glasses, boxes, books, plates, fruit, cables, papers), and 0 to 6 drinks, each a product picked
+uniformly at its own size, pose and lighting, standing in depth order so that nearer objects occlude
+farther ones, some cut by the image border. `--products 0` makes every drink a new design instead,
+the harder set. Colours come from one palette shared by every class and the distractors, so colour
+alone cannot tell the classes apart; shape and the products' designs do (the bottle's neck and cap,
+the squat can with its lid, the slim tall juice can). The camera adds a lighting field, blur, noise
+and JPEG compression.
 
 Each polygon traces the *visible* outline: the scene keeps an instance map while drawing, and the
 outlines are traced from it with `skimage.measure.find_contours`. `--check` scores a colour-only
 per-pixel classifier on the test set with the book's per-image mIoU, to show the data set is not
-separable by colour; `--show` writes a contact sheet of images and outlines.
+separable by colour (exit status 1 when it scores above 0.60); `--show` writes a contact sheet of
+images and outlines.
 
     python3 utils/generate_synthetic_drinks.py --output dataset/synthetic --check --show
 """
@@ -68,6 +74,8 @@ PALETTE = np.array(
     dtype=np.float32,
 )
 SILVER = 12
+# A water bottle's plastic: half its product's tint, half this clear blue-grey.
+BOTTLE_CLEAR = np.array((0.8, 0.9, 0.95), dtype=np.float32)
 WOOD_COLORS = np.array([(0.55, 0.36, 0.20), (0.72, 0.52, 0.32), (0.40, 0.25, 0.14), (0.80, 0.66, 0.46)], np.float32)
 EMPTY_SCENE_PROBABILITY = 0.08
 MAX_DRINKS = 6
@@ -76,7 +84,125 @@ DRINK_COUNT_PROBABILITIES = (0.25, 0.25, 0.2, 0.15, 0.1, 0.05)
 MIN_FRAGMENT_SHARE = 0.0004
 CONTACT_SHEET_IMAGES = 12
 CHECK_THRESHOLD = 0.60
+# Exit status of --check when a colour-only classifier scores above CHECK_THRESHOLD.
+EXIT_CHECK_FAILED = 1
+# The book shows "a few brands" of each drink; 2 per class keeps --check at 0.55 or less (1: 0.58).
+DEFAULT_PRODUCTS = 2
 HISTOGRAM_LEVELS = 16
+RGB = tuple[float, float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelDesign:
+    """A printed label: a base colour with bands, a wave, a logo disk or fruit dots.
+
+    Positions are in the label's normalised coordinates: `u` across (-1 .. 1), `t` down (0 .. 1).
+
+    Attributes:
+        kind: str. "bands", "wave", "logo", "dots" or "split".
+        base: RGB. The label's main colour.
+        second: RGB. The colour of the band, wave, logo, dots or split half.
+        third: RGB. A thin line across the label (every kind but "bands").
+        band: tuple of float. Top and bottom `t` of the band; the thin line sits midway.
+        logo: tuple of float. The logo disk's centre `u`, `t` and radius.
+        dots: tuple of (u, t) pairs. Centres of the fruit dots.
+        frequency: float. Of the wave and the split's edge.
+        phase: float. Of the wave.
+    """
+
+    kind: str
+    base: RGB
+    second: RGB
+    third: RGB
+    band: tuple[float, float]
+    logo: tuple[float, float, float]
+    dots: tuple[tuple[float, float], ...]
+    frequency: float
+    phase: float
+
+    def paint(self, u: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The label's RGB (float32, shape `u.shape + (3,)`) at normalised coordinates `u`, `t`."""
+        color = np.full(u.shape + (3,), self.base, dtype=np.float32)
+        if self.kind == "bands":
+            color[(t > self.band[0]) & (t < self.band[1])] = self.second
+        elif self.kind == "wave":
+            color[t > 0.5 + 0.12 * np.sin(u * self.frequency + self.phase)] = self.second
+        elif self.kind == "logo":
+            logo_u, logo_t, radius = self.logo
+            color[((u - logo_u) / radius) ** 2 + ((t - logo_t) / (radius * 0.6)) ** 2 < 1] = self.second
+        elif self.kind == "dots":
+            for dot_u, dot_t in self.dots:
+                color[((u - dot_u) / 0.22) ** 2 + ((t - dot_t) / 0.1) ** 2 < 1] = self.second
+        else:
+            color[u > 0.1 * np.sin(t * self.frequency)] = self.second
+        if self.kind != "bands":
+            color[np.abs(t - (self.band[0] + self.band[1]) / 2) < 0.03] = self.third
+        return color
+
+
+@dataclasses.dataclass(frozen=True)
+class BottleDesign:
+    """A water bottle product: what every bottle of this brand shares, whatever its size and pose.
+
+    Lengths are shares of the bottle's height, widths shares of its body's width.
+
+    Attributes:
+        aspect: float. Height over body width.
+        cap_height: float. Height of the cap.
+        neck_height: float. Height of the neck under the cap.
+        shoulder_height: float. Height of the curve from the neck out to the body.
+        cap_width: float. Width of the cap.
+        neck_width: float. Width of the neck.
+        tint: RGB. Colour of the plastic.
+        alpha: float. Opacity of the plastic.
+        cap_color: RGB. Colour of the cap.
+        label: LabelDesign or None. The label; None for a bare bottle.
+        label_top: float. Where the label starts, from the top.
+        label_height: float. Height of the label.
+        ridge_spacing: float. Distance between the body's ridges.
+    """
+
+    aspect: float
+    cap_height: float
+    neck_height: float
+    shoulder_height: float
+    cap_width: float
+    neck_width: float
+    tint: RGB
+    alpha: float
+    cap_color: RGB
+    label: LabelDesign | None
+    label_top: float
+    label_height: float
+    ridge_spacing: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CanDesign:
+    """A soda or juice can product: what every can of this brand shares, whatever its size and pose.
+
+    Attributes:
+        class_id: int. SODA_CAN or JUICE_CAN.
+        aspect: float. Height over width.
+        top_taper: float. Width of the lid over the width of the body.
+        neck: float. Height of the tapered neck, a share of the can's height.
+        lid: float. Depth of the lid's ellipse, a share of half the can's width.
+        label: LabelDesign. The printed body.
+        specular_strength: float. Brightness of the highlight.
+        metal: RGB. Colour of the lid and rims.
+    """
+
+    class_id: int
+    aspect: float
+    top_taper: float
+    neck: float
+    lid: float
+    label: LabelDesign
+    specular_strength: float
+    metal: RGB
+
+
+ProductDesign = BottleDesign | CanDesign
 
 
 @dataclasses.dataclass
@@ -85,7 +211,7 @@ class Item:
 
     Local coordinates: `u` across the object (0 on its axis), `v` down from its top (0 .. height).
     `paint(u, v, under)` returns the RGB colour and opacity of the pixels at those coordinates,
-    given what lies beneath them.
+    given what lies beneath them. A drink also keeps the product design it was made from.
     """
 
     class_id: int
@@ -96,6 +222,7 @@ class Item:
     anchor_y: float = 0.0
     angle: float = 0.0
     shadow: bool = True
+    design: ProductDesign | None = None
 
 
 @dataclasses.dataclass
@@ -245,77 +372,154 @@ def cylinder_shading(u_normalised: np.ndarray, rng_values: tuple[float, float, f
     return ambient + (1 - ambient) * diffuse, specular
 
 
-def label_design(rng: np.random.Generator, weights: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """A printed label: a base colour with bands, a wave, a logo disk or fruit dots.
+def as_rgb(color: np.ndarray) -> RGB:
+    """An RGB array as a tuple of floats, to keep in a frozen design."""
+    return tuple(float(channel) for channel in color)
 
-    Returns:
-        A function of normalised coordinates (u in [-1, 1], t in [0, 1]) giving RGB.
-    """
+
+def label_design(rng: np.random.Generator, weights: np.ndarray) -> LabelDesign:
+    """A new printed label whose base colour is drawn with the palette `weights`."""
     base, second, third = pick_color(rng, weights), pick_color(rng), pick_color(rng)
-    kind = rng.choice(["bands", "wave", "logo", "dots", "split"])
+    kind = str(rng.choice(["bands", "wave", "logo", "dots", "split"]))
     band = np.sort(rng.uniform(0.2, 0.8, 2))
     logo = (rng.uniform(-0.4, 0.4), rng.uniform(0.3, 0.7), rng.uniform(0.15, 0.35))
     dots = rng.uniform([-0.7, 0.2], [0.7, 0.8], (rng.integers(2, 6), 2))
     frequency, phase = rng.uniform(3, 8), rng.uniform(0, 6)
-
-    def paint(u, t):
-        color = np.broadcast_to(base, u.shape + (3,)).copy()
-        if kind == "bands":
-            color[(t > band[0]) & (t < band[1])] = second
-        elif kind == "wave":
-            color[t > 0.5 + 0.12 * np.sin(u * frequency + phase)] = second
-        elif kind == "logo":
-            color[((u - logo[0]) / logo[2]) ** 2 + ((t - logo[1]) / (logo[2] * 0.6)) ** 2 < 1] = second
-        elif kind == "dots":
-            for dot_u, dot_t in dots:
-                color[((u - dot_u) / 0.22) ** 2 + ((t - dot_t) / 0.1) ** 2 < 1] = second
-        else:
-            color[u > 0.1 * np.sin(t * frequency)] = second
-        thin = (np.abs(t - band.mean()) < 0.03) & (kind != "bands")
-        color[thin] = third
-        return color
-
-    return paint
+    return LabelDesign(
+        kind=kind,
+        base=as_rgb(base),
+        second=as_rgb(second),
+        third=as_rgb(third),
+        band=(float(band[0]), float(band[1])),
+        logo=logo,
+        dots=tuple((float(dot_u), float(dot_t)) for dot_u, dot_t in dots),
+        frequency=frequency,
+        phase=phase,
+    )
 
 
-def make_can(rng: np.random.Generator, height: float, class_id: int) -> Item:
-    """A soda can (squat, aspect 1.5-2.1) or a juice can (slim and tall, aspect 2.2-3.2)."""
+def make_product(rng: np.random.Generator, class_id: int) -> ProductDesign:
+    """A new product of a drink class: its label, colours and proportions.
+
+    Soda cans are squat (aspect 1.5-2.1), juice cans slim and tall (2.2-3.2), water bottles slimmer
+    still (2.6-4.2).
+
+    Args:
+        rng: numpy Generator. The product's own random stream.
+        class_id: int. WATER_BOTTLE, SODA_CAN or JUICE_CAN.
+
+    Returns:
+        A `BottleDesign` for water bottles, a `CanDesign` for cans.
+    """
+    if class_id == WATER_BOTTLE:
+        cap_height, neck_height = rng.uniform(0.05, 0.09), rng.uniform(0.04, 0.1)
+        shoulder_height = rng.uniform(0.12, 0.25)
+        label_top = rng.uniform(cap_height + neck_height + shoulder_height + 0.05, 0.55)
+        has_label = rng.random() < 0.8
+        return BottleDesign(
+            aspect=rng.uniform(2.6, 4.2),
+            cap_height=cap_height,
+            neck_height=neck_height,
+            shoulder_height=shoulder_height,
+            cap_width=rng.uniform(0.38, 0.5),
+            neck_width=rng.uniform(0.32, 0.42),
+            tint=as_rgb(np.clip(0.5 * pick_color(rng, palette_weights((8, 11, 6, 4))) + 0.5 * BOTTLE_CLEAR, 0, 1)),
+            alpha=rng.uniform(0.3, 0.65),
+            cap_color=as_rgb(pick_color(rng, palette_weights((6, 11, 4, 0)))),
+            label=label_design(rng, palette_weights((6, 8, 11))) if has_label else None,
+            label_top=label_top,
+            label_height=rng.uniform(0.15, 0.3),
+            ridge_spacing=rng.uniform(0.08, 0.2),
+        )
     if class_id == SODA_CAN:
         aspect, weights = rng.uniform(1.5, 2.1), palette_weights((0, 6, SILVER, 11, 13))
-        top_taper, neck = rng.uniform(0.82, 0.9), rng.uniform(0.05, 0.09) * height
+        top_taper, neck = rng.uniform(0.82, 0.9), rng.uniform(0.05, 0.09)
     else:
         aspect, weights = rng.uniform(2.2, 3.2), palette_weights((2, 3, 4, 5, 10))
-        top_taper, neck = rng.uniform(0.7, 0.85), rng.uniform(0.06, 0.14) * height
-    half_width = height / aspect / 2
-    lid = half_width * rng.uniform(0.12, 0.35)
+        top_taper, neck = rng.uniform(0.7, 0.85), rng.uniform(0.06, 0.14)
+    return CanDesign(
+        class_id=class_id,
+        aspect=aspect,
+        top_taper=top_taper,
+        neck=neck,
+        lid=rng.uniform(0.12, 0.35),
+        label=label_design(rng, weights),
+        specular_strength=rng.uniform(0.1, 0.5),
+        metal=as_rgb(PALETTE[SILVER] * rng.uniform(0.8, 1.1)),
+    )
+
+
+def product_catalogue(seed: int, products: int) -> dict[int, tuple[ProductDesign, ...]]:
+    """The products of each drink class, made from the data set's seed alone.
+
+    Product `index` of class `class_id` has its own random stream, `[seed, 1000 + class_id, index]`,
+    apart from the scenes' `[seed, split_index, image_index]`: train and test, and every scene,
+    share one catalogue.
+
+    Args:
+        seed: int. Data set seed.
+        products: int. Products per class; 0 gives an empty catalogue (every drink a new design).
+
+    Returns:
+        {class id: its `products` designs}, or {} when `products` is 0.
+    """
+    if products == 0:
+        return {}
+    return {
+        class_id: tuple(
+            make_product(np.random.default_rng([seed, 1000 + class_id, index]), class_id) for index in range(products)
+        )
+        for class_id in (WATER_BOTTLE, SODA_CAN, JUICE_CAN)
+    }
+
+
+def make_can(rng: np.random.Generator, design: CanDesign, height: float) -> Item:
+    """A soda or juice can of a product, with its own lighting.
+
+    Args:
+        rng: numpy Generator. The scene's stream, for this can's lighting.
+        design: CanDesign. The product.
+        height: float. The can's height in pixels.
+
+    Returns:
+        The can, not yet posed.
+    """
+    half_width = height / design.aspect / 2
+    lid, neck, top_taper = half_width * design.lid, design.neck * height, design.top_taper
     outline = can_outline(height, half_width, lid, top_taper, neck)
-    design = label_design(rng, weights)
+    metal = np.array(design.metal, dtype=np.float32)
     shading = (rng.uniform(-0.6, 0.6), rng.uniform(0.35, 0.6), rng.uniform(-0.6, 0.6))
-    specular_strength = rng.uniform(0.1, 0.5)
-    metal = PALETTE[SILVER] * rng.uniform(0.8, 1.1)
 
     def paint(u, v, under):
         u_normalised = np.clip(u / half_width, -1, 1)
-        color = design(u_normalised, (v - lid) / max(height - 2 * lid, 1))
+        color = design.label.paint(u_normalised, (v - lid) / max(height - 2 * lid, 1))
         on_lid = (u / (half_width * top_taper)) ** 2 + ((v - lid) / lid) ** 2 < 1
         rim = (v > height - lid * 1.8) | ((v < lid + neck) & ~on_lid)
         color[rim] = metal
         color[on_lid] = metal * (0.75 + 0.2 * (v[on_lid] / (2 * lid)))[:, None]
         diffuse, specular = cylinder_shading(u_normalised, shading)
-        color = color * diffuse[:, None] + specular_strength * specular[:, None]
+        color = color * diffuse[:, None] + design.specular_strength * specular[:, None]
         return color, np.ones(u.shape, dtype=np.float32)
 
-    return Item(class_id=class_id, outline=outline, height=height, paint=paint)
+    return Item(class_id=design.class_id, outline=outline, height=height, paint=paint, design=design)
 
 
-def make_bottle(rng: np.random.Generator, height: float) -> Item:
-    """A water bottle: cap, neck, curved shoulders, ridged body; tinted, see-through plastic."""
-    aspect = rng.uniform(2.6, 4.2)
-    half_width = height / aspect / 2
-    cap_height, neck_height = rng.uniform(0.05, 0.09) * height, rng.uniform(0.04, 0.1) * height
-    shoulder_height = rng.uniform(0.12, 0.25) * height
-    cap_half, neck_half = half_width * rng.uniform(0.38, 0.5), half_width * rng.uniform(0.32, 0.42)
-    shoulder_end = cap_height + neck_height + shoulder_height
+def make_bottle(rng: np.random.Generator, design: BottleDesign, height: float) -> Item:
+    """A water bottle of a product, with its own lighting: cap, neck, curved shoulders, ridged body,
+    tinted see-through plastic.
+
+    Args:
+        rng: numpy Generator. The scene's stream, for this bottle's lighting.
+        design: BottleDesign. The product.
+        height: float. The bottle's height in pixels.
+
+    Returns:
+        The bottle, not yet posed.
+    """
+    half_width = height / design.aspect / 2
+    cap_height, neck_height = design.cap_height * height, design.neck_height * height
+    shoulder_end = cap_height + neck_height + design.shoulder_height * height
+    cap_half, neck_half = half_width * design.cap_width, half_width * design.neck_width
     levels = np.concatenate(
         [
             [0, cap_height, cap_height + 1e-3],
@@ -334,14 +538,10 @@ def make_bottle(rng: np.random.Generator, height: float) -> Item:
         ]
     )
     outline = profile_outline(levels, half_widths)
-    tint = np.clip(0.5 * pick_color(rng, palette_weights((8, 11, 6, 4))) + 0.5 * np.array([0.8, 0.9, 0.95]), 0, 1)
-    alpha = rng.uniform(0.3, 0.65)
-    cap_color = pick_color(rng, palette_weights((6, 11, 4, 0)))
-    has_label = rng.random() < 0.8
-    label_top = rng.uniform(shoulder_end / height + 0.05, 0.55) * height
-    label_bottom = label_top + rng.uniform(0.15, 0.3) * height
-    design = label_design(rng, palette_weights((6, 8, 11)))
-    ridges = rng.uniform(0.08, 0.2) * height
+    tint, cap_color = np.array(design.tint, dtype=np.float32), np.array(design.cap_color, dtype=np.float32)
+    label_top = design.label_top * height
+    label_bottom = label_top + design.label_height * height
+    ridges = design.ridge_spacing * height
     shading = (rng.uniform(-0.6, 0.6), rng.uniform(0.5, 0.75), rng.uniform(-0.6, 0.6))
 
     def paint(u, v, under):
@@ -349,20 +549,20 @@ def make_bottle(rng: np.random.Generator, height: float) -> Item:
         diffuse, specular = cylinder_shading(u_normalised, shading)
         # Plastic refracts and darkens what lies behind it.
         color = tint * diffuse[:, None] * 0.9 + 0.5 * specular[:, None]
-        opacity = np.full(u.shape, alpha, dtype=np.float32)
+        opacity = np.full(u.shape, design.alpha, dtype=np.float32)
         opacity += 0.25 * (np.sin(v / ridges * 2 * math.pi) > 0.8)
         opacity += 0.3 * np.abs(u_normalised) ** 4
         is_cap = v <= cap_height
         color[is_cap] = cap_color * diffuse[is_cap, None]
         opacity[is_cap] = 1
-        if has_label:
+        if design.label is not None:
             on_label = (v >= label_top) & (v <= label_bottom)
             label_t = (v[on_label] - label_top) / (label_bottom - label_top)
-            color[on_label] = design(u_normalised[on_label], label_t) * diffuse[on_label, None]
+            color[on_label] = design.label.paint(u_normalised[on_label], label_t) * diffuse[on_label, None]
             opacity[on_label] = 1
         return color, np.clip(opacity, 0, 1)
 
-    return Item(class_id=WATER_BOTTLE, outline=outline, height=height, paint=paint)
+    return Item(class_id=WATER_BOTTLE, outline=outline, height=height, paint=paint, design=design)
 
 
 def make_mug(rng: np.random.Generator, height: float) -> Item:
@@ -390,7 +590,7 @@ def make_mug(rng: np.random.Generator, height: float) -> Item:
         diffuse, specular = cylinder_shading(u_normalised, shading)
         base = np.broadcast_to(color, u.shape + (3,)).copy()
         if design is not None:
-            base = design(u_normalised, v / height)
+            base = design.paint(u_normalised, v / height)
         opening = (u / (half_width * flare)) ** 2 + ((v - lid) / lid) ** 2 < 0.8
         base[opening] = inside * 0.6
         return base * diffuse[:, None] + 0.3 * specular[:, None], np.ones(u.shape, np.float32)
@@ -431,7 +631,7 @@ def make_box(rng: np.random.Generator, height: float) -> Item:
     light = rng.uniform(0.6, 1.0)
 
     def paint(u, v, under):
-        color = design(np.clip(2 * u / width, -1, 1), np.clip((v - depth) / (height - depth), 0, 1))
+        color = design.paint(np.clip(2 * u / width, -1, 1), np.clip((v - depth) / (height - depth), 0, 1))
         color[v < depth] = top_color
         return color * light, np.ones(u.shape, np.float32)
 
@@ -539,10 +739,15 @@ class SceneOptions:
             (1: water bottles only; 3: all three, the default).
         drink_size: tuple of float. Range of a drink's height as a fraction
             of the image height.
+        catalogue: dict. The products of each drink class, from
+            `product_catalogue`: a drink is one of its class's products, picked
+            uniformly. A drink of a class missing from it is a new design.
+            Defaults to {}: every drink a new design.
     """
 
     drink_classes: int = 3
     drink_size: tuple[float, float] = (0.22, 0.6)
+    catalogue: dict[int, tuple[ProductDesign, ...]] = dataclasses.field(default_factory=dict)
 
 
 def scene_items(rng: np.random.Generator, height: int, width: int, options: SceneOptions) -> list[Item]:
@@ -554,10 +759,12 @@ def scene_items(rng: np.random.Generator, height: int, width: int, options: Scen
     for _ in range(num_drinks):
         class_id = int(rng.integers(1, options.drink_classes + 1))
         size = rng.uniform(*options.drink_size) * height
+        products = options.catalogue.get(class_id)
+        design = products[rng.integers(len(products))] if products else make_product(rng, class_id)
         if class_id == WATER_BOTTLE:
-            items.append(make_bottle(rng, size * 1.1))
+            items.append(make_bottle(rng, design, size * 1.1))
         else:
-            items.append(make_can(rng, size * (0.8 if class_id == SODA_CAN else 1.0), class_id))
+            items.append(make_can(rng, design, size * (0.8 if class_id == SODA_CAN else 1.0)))
     for _ in range(rng.integers(1, 6)):
         kind = rng.choice(["mug", "glass", "box", "fruit"], p=[0.3, 0.25, 0.3, 0.15])
         size = rng.uniform(0.12, 0.45) * height
@@ -633,8 +840,8 @@ def render_scene(rng: np.random.Generator, height: int, width: int, options: Sce
         rng: numpy Generator. The scene's own random stream.
         height: int. Image height.
         width: int. Image width.
-        options: SceneOptions. Drink classes and sizes. Defaults to all
-            three classes at the default sizes.
+        options: SceneOptions. Drink classes, sizes and products. Defaults to
+            all three classes at the default sizes, every drink a new design.
 
     Returns:
         The `Scene` (image before JPEG compression).
@@ -690,7 +897,7 @@ def write_split(
         width: int. Image width.
         seed: int. Data set seed.
         progress: keras.utils.Progbar. Advanced once per image.
-        options: SceneOptions. Drink classes and sizes.
+        options: SceneOptions. Drink classes, sizes and products.
 
     Returns:
         One `via.ImageEntry` per image, with its visible polygons.
@@ -714,7 +921,7 @@ def generate(
     height: int,
     width: int,
     seed: int,
-    options: SceneOptions = SceneOptions(),
+    options: SceneOptions | None = None,
 ) -> dict[str, list]:
     """Writes the images and the two VIA projects.
 
@@ -725,12 +932,15 @@ def generate(
         height: int. Image height.
         width: int. Image width.
         seed: int. Data set seed; the same seed gives the same files.
-        options: SceneOptions. Drink classes and sizes. Defaults to the
-            book-like set.
+        options: SceneOptions. Drink classes, sizes and products. Defaults to
+            the book-like set: all three classes at the default sizes, and
+            DEFAULT_PRODUCTS products per class made from `seed`.
 
     Returns:
         {json file name: list of via.ImageEntry}.
     """
+    if options is None:
+        options = SceneOptions(catalogue=product_catalogue(seed, DEFAULT_PRODUCTS))
     os.makedirs(output, exist_ok=True)
     progress = keras.utils.Progbar(num_train + num_test, unit_name="image")
     splits = {}
@@ -857,6 +1067,17 @@ def drink_size(text: str) -> tuple[float, float]:
     return low, high
 
 
+def product_count(text: str) -> int:
+    """Parses --products K (a whole number, K >= 0)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 2; received {text!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"need K >= 0 (0: every drink a new design); received {text!r}")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The generator's flags."""
     parser = argparse.ArgumentParser(
@@ -878,9 +1099,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="range of a drink's height as a fraction of the image height (default: 0.22,0.6)",
     )
     parser.add_argument(
+        "--products", type=product_count, default=DEFAULT_PRODUCTS, metavar="K",
+        help="products per drink class, each a fixed label, colours and proportions seen in every scene, "
+        "like the book's few brands; 0: every drink a new design, the harder set (default: %(default)s)",
+    )
+    parser.add_argument(
         "--check", action="store_true",
         help=f"score colour-only per-pixel classifiers (fit on train, book's mIoU on test); a fair "
-        f"data set keeps them at or below {CHECK_THRESHOLD} (default: %(default)s)",
+        f"data set keeps them at or below {CHECK_THRESHOLD}, else the exit status is {EXIT_CHECK_FAILED} "
+        f"(default: %(default)s)",
     )
     parser.add_argument(
         "--show", action="store_true",
@@ -890,32 +1117,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Generates the data set, then runs --check and --show; returns the exit status."""
+    """Generates the data set, then runs --check and --show.
+
+    Returns:
+        The exit status: 0, or EXIT_CHECK_FAILED when --check finds a colour-only classifier above
+        CHECK_THRESHOLD.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.num_train < 1 or args.num_test < 1:
         parser.error(f"--num-train and --num-test must be at least 1; received {args.num_train}, {args.num_test}")
     if args.height < 32 or args.width < 32:
         parser.error(f"--height and --width must be at least 32; received {args.height}x{args.width}")
-    options = SceneOptions(drink_classes=args.drink_classes, drink_size=args.drink_size)
+    options = SceneOptions(
+        drink_classes=args.drink_classes,
+        drink_size=args.drink_size,
+        catalogue=product_catalogue(args.seed, args.products),
+    )
     splits = generate(args.output, args.num_train, args.num_test, args.height, args.width, args.seed, options)
     for json_name, entries in splits.items():
         per_class = np.bincount([r.class_id for e in entries for r in e.regions], minlength=len(CLASS_NAMES))
         empty = sum(not entry.regions for entry in entries)
         counts = ", ".join(f"{per_class[c]} {CLASS_NAMES[c]}" for c in range(1, len(CLASS_NAMES)))
         print(f"{os.path.join(args.output, json_name)}: {len(entries)} images, regions: {counts}; {empty} with no drinks")
+    status = 0
     if args.check:
         scores = color_baseline(args.output)
         for name, score in scores.items():
             print(f"Colour-only baseline, {name}: test mIoU {score:.3f}")
         worst = max(scores.values())
-        verdict = "PASS" if worst <= CHECK_THRESHOLD else "FAIL"
-        print(f"{verdict}: best colour-only mIoU {worst:.3f} {'<=' if worst <= CHECK_THRESHOLD else '>'} {CHECK_THRESHOLD}")
+        passed = worst <= CHECK_THRESHOLD
+        print(f"{'PASS' if passed else 'FAIL'}: best colour-only mIoU {worst:.3f} {'<=' if passed else '>'} {CHECK_THRESHOLD}")
+        status = 0 if passed else EXIT_CHECK_FAILED
     if args.show:
         path = os.path.join(args.output, "contact_sheet.png")
         contact_sheet(args.output, splits[TRAIN_JSON], path)
         print(f"Contact sheet saved to {path}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":
