@@ -21,6 +21,7 @@ import math  # noqa: E402
 import secrets  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 import warnings  # noqa: E402
 from typing import NoReturn  # noqa: E402
 
@@ -57,6 +58,7 @@ from inference import (  # noqa: E402
     predict_directory,
 )
 from augment import Augmentation  # noqa: E402
+from budget import TimeBudget  # noqa: E402
 from losses import CLASS_WEIGHTS, LOSSES, build_loss, median_frequency_weights  # noqa: E402
 from metrics import SegmentationScores, class_names  # noqa: E402
 from model import build_model, configure_batchnorm, weights_name  # noqa: E402
@@ -64,17 +66,23 @@ from precision import AUTO, POLICIES, default_precision  # noqa: E402
 from remat import AUTO as REMAT_AUTO, LEVELS as REMAT_LEVELS, recompute_in_backward, remat_level  # noqa: E402
 from report import REPORT_FILE, write_training_report  # noqa: E402
 from resnet import check_input_shape  # noqa: E402
-from training import (  # noqa: E402
-    LR_SCHEDULES,
-    AccuracyCallback,
+from schedules import (  # noqa: E402
     BASE_LEARNING_RATE,
+    LR_SCHEDULES,
+    STEP_SCHEDULES,
+    LearningRateLogger,
+    WarmupCosine,
+    get_lr_schedule,
+)
+from training import (  # noqa: E402
+    AccuracyCallback,
     CollapseMonitor,
     NonFiniteLossCallback,
     NonFiniteLossError,
     TensorBoardLogger,
     TrainingStateCallback,
+    collapse_hint,
     evaluate_dataset,
-    get_lr_schedule,
     predict_batch,
     save_histories,
     write_history_csv,
@@ -138,12 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="data set name, part of the weights name (default: %(default)s)")
     group.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="text",
                        help="'text': halve every 20 epochs after 40, as the chapter says; 'code': the book's "
-                            "published lr_scheduler, x0.5/x0.1/x0.05 after 40/60/80 (default: %(default)s)")
+                            "published lr_scheduler, x0.5/x0.1/x0.05 after 40/60/80; 'cosine': linear warm-up "
+                            "over the first 10%% of the run's steps to --learning-rate, then cosine decay to 0 "
+                            "at its last step, for short runs (default: %(default)s)")
+    group.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                       help="with --train: finish the run, its evaluations and report within MINUTES from the "
+                            "start: the first steps are timed, the epochs that fit are trained (at most "
+                            "--epochs) and a 'cosine' schedule ends at the last of them (default: no budget)")
     group.add_argument("--seed", type=int, default=None, metavar="S",
                        help="seed Python, NumPy and TensorFlow for a reproducible run; deterministic ops "
                             "can be slower (default: %(default)s)")
     group.add_argument("--learning-rate", type=float, default=BASE_LEARNING_RATE, metavar="LR",
-                       help="Adam's learning rate before the schedule's decay (default: %(default)s)")
+                       help="Adam's learning rate before the schedule's decay, the peak of 'cosine' (default: %(default)s)")
     group.add_argument("--jit-compile", choices=JIT_CHOICES, default="auto",
                        help="XLA-compile the training step: 'auto' is Keras' choice (off on machines without "
                             "a GPU); 'on' was 1.6x faster at 128x96 on one 2-core CPU and slower on another "
@@ -310,8 +324,13 @@ def report_scores(scores: SegmentationScores) -> None:
     logger.info("Data-set-level mIoU (one confusion matrix over all test pixels): %.4f", scores.dataset_miou)
 
 
-def evaluate_test_set(model: keras.Model, test_labels: LabelSet, data_path: str, batch_size: int, plot: bool) -> SegmentationScores:
-    """Scores the test set in batches, optionally saving the book's figures."""
+def evaluate_test_set(model: keras.Model, test_labels: LabelSet, data_path: str, batch_size: int, plot: bool,
+                      training_settings: dict | None = None) -> SegmentationScores:
+    """Scores the test set in batches, optionally saving the book's figures.
+
+    `training_settings`, those recorded with the restored weights when known,
+    let a collapse warning name only the flags their run lacked.
+    """
 
     def save_figures(keys, images, truths, predictions):
         for key, image, truth, predicted in zip(keys, images, truths, predictions):
@@ -322,7 +341,7 @@ def evaluate_test_set(model: keras.Model, test_labels: LabelSet, data_path: str,
     generator = DataGenerator(test_labels, data_path, batch_size=batch_size, shuffle=False, drop_last=False)
     scores = evaluate_dataset(model, generator, on_batch=save_figures if plot else None)
     report_scores(scores)
-    for warning in CollapseMonitor(scores.n_classes, patience=1).check(scores):
+    for warning in CollapseMonitor(scores.n_classes, patience=1, hint=collapse_hint(training_settings)).check(scores):
         logger.warning(warning)
     if plot:
         logger.info("Saved input, mask and triptych of each test image to %s/", PREDICTION_DIR)
@@ -455,12 +474,14 @@ def plan_training(args: argparse.Namespace, settings: dict, weights_path: str, s
     if args.resume:
         state = read_training_state(state_path)
         check_same_settings(state, settings, state_path)
-        if state.epochs_done >= args.epochs:
+        # A budgeted run (--time-budget) finishes the epochs its budget planned.
+        epochs = state.epochs if state.settings.get("time_budget") is not None else args.epochs
+        if state.epochs_done >= epochs:
             raise UsageError(
                 f"--resume: {state_path} has finished {state.epochs_done} epoch(s) and --epochs is "
-                f"{args.epochs}; give a larger --epochs to train more."
+                f"{epochs}; give a larger --epochs to train more."
             )
-        state.epochs = args.epochs
+        state.epochs = epochs
         if record is not None:
             state.best_miou = max(state.best_miou, float(record["test_miou"]))
         logger.info("Resuming %s after epoch %d of %d (best mIoU so far %.4f)",
@@ -535,13 +556,16 @@ def train(
     save_dir: str,
     verbose: int,
     tensorboard_dir: str | None = None,
+    deadline: float | None = None,
 ) -> keras.callbacks.History:
     """Trains with Adam, evaluating every epoch (Listing 12.3.3).
 
     The book's loss is categorical cross-entropy and it does not augment;
     `loss` and `augmentation` come from `--loss`, `--class-weights` and `--augment`.
     With `tensorboard_dir` (`--tensorboard`) every epoch's logs, the test
-    metrics included, are also written there for TensorBoard.
+    metrics included, are also written there for TensorBoard. With `deadline`
+    (`--time-budget`, a `time.monotonic()` value) the run trains the epochs
+    that fit before it, and records them in `state.epochs`.
 
     After every epoch the full state goes to `state_path`; with `resume` the
     run continues from it: weights, optimizer, epoch count, histories and the
@@ -559,8 +583,14 @@ def train(
     for _ in range(state.epochs_done):
         train_generator.on_epoch_end()
     test_generator = DataGenerator(test_labels, data_path, batch_size=batch_size, shuffle=False, drop_last=False)
+    step_schedule = None
+    if lr_schedule in STEP_SCHEDULES:
+        step_schedule = WarmupCosine(learning_rate, total_steps=state.epochs * len(train_generator))
+        schedule_callback = LearningRateLogger(step_schedule)
+    else:
+        schedule_callback = keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule, learning_rate))
     fcn.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=step_schedule or learning_rate),
         loss=loss,
         jit_compile=JIT_CHOICES[jit_compile],
     )
@@ -586,7 +616,10 @@ def train(
         # Before every callback that saves, so nothing is saved from a NaN model.
         NonFiniteLossCallback(),
         accuracy,
-        keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule, learning_rate)),
+        schedule_callback,
+        # After the evaluation, so an epoch's time includes it; before the state is saved.
+        *([TimeBudget(deadline, len(train_generator), len(test_generator), state.epochs, step_schedule,
+                      on_plan=lambda epochs: setattr(state, "epochs", epochs))] if deadline is not None else []),
         # After the callbacks that add the test metrics and the learning rate to the logs.
         *([TensorBoardLogger(tensorboard_dir)] if tensorboard_dir else []),
         # Last, so the logs hold the test metrics and the state says an epoch is done only
@@ -600,8 +633,13 @@ def train(
         raise TrainingInterrupted(state.epochs_done, state_path) from None
 
 
-def run(args: argparse.Namespace) -> None:
-    """Carries out the parsed command line; raises UsageError/DatasetError/CheckpointError for bad input."""
+def run(args: argparse.Namespace, started: float) -> None:
+    """Carries out the parsed command line; raises UsageError/DatasetError/CheckpointError for bad input.
+
+    Args:
+        args: argparse.Namespace. The parsed flags.
+        started: float. `time.monotonic()` at the program's start, the origin of `--time-budget`.
+    """
     if (args.image_file or args.plot) and not args.evaluate:
         raise UsageError("--image-file and --plot are used with --evaluate.")
     if not (args.train or args.evaluate or args.summary or args.predict_dir or args.export):
@@ -613,6 +651,10 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError("--overwrite is used with --train, --predict-dir or --export.")
     if args.tensorboard and not args.train:
         raise UsageError("--tensorboard is used with --train.")
+    if args.time_budget is not None and not args.train:
+        raise UsageError("--time-budget is used with --train.")
+    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
+        raise UsageError(f"--time-budget {args.time_budget}: must be a positive number of minutes, e.g. 10.")
     if args.predict_output and not args.predict_dir:
         raise UsageError("--predict-output is used with --predict-dir.")
     if inference_flags and args.train:
@@ -758,9 +800,14 @@ def run(args: argparse.Namespace) -> None:
                 "data_path": args.data_path, "train_labels": args.train_labels, "test_labels": args.test_labels,
                 "augment": args.augment, "class_weights": args.class_weights, "loss": args.loss,
                 "precision": precision, "bn_momentum": args.bn_momentum,
-                "passes": args.passes,
+                "passes": args.passes, "time_budget": args.time_budget,
             }
             state = plan_training(args, settings, weights_path, state_path)
+            deadline = None
+            if args.time_budget is not None and args.resume:
+                logger.info("--time-budget: the resumed run trains the %d epoch(s) its budget planned.", state.epochs)
+            elif args.time_budget is not None:
+                deadline = started + 60 * args.time_budget
             if math.isnan(state.best_miou):
                 state.best_miou = score_existing_best(fcn, weights_path, test_labels, args.data_path, args.batch_size)
         if args.train or args.summary:
@@ -772,7 +819,9 @@ def run(args: argparse.Namespace) -> None:
             if args.image_file:
                 segment_image_file(fcn, args.image_file, args.height, args.width)
             else:
-                evaluate_test_set(fcn, test_labels, args.data_path, args.batch_size, args.plot)
+                record = read_best_metrics(restore_path) if restore_path else None
+                evaluate_test_set(fcn, test_labels, args.data_path, args.batch_size, args.plot,
+                                  record.get("settings") if record else None)
         if args.train:
             class_weights = None
             if args.class_weights == "auto":
@@ -786,6 +835,7 @@ def run(args: argparse.Namespace) -> None:
                 batch_size=args.batch_size, workers=args.workers, learning_rate=args.learning_rate,
                 lr_schedule=args.lr_schedule, jit_compile=args.jit_compile, state=state, resume=args.resume, weights_path=weights_path,
                 state_path=state_path, save_dir=save_dir, verbose=args.verbose, tensorboard_dir=args.tensorboard,
+                deadline=deadline,
             )
             report_training(fcn, weights_path, state.history, test_labels, args.data_path, args.batch_size, save_dir)
         if args.export:
@@ -817,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     Statuses: 0 done, 2 bad input (or usage), 3 the loss or weights became NaN
     or infinite, 130 interrupted with Ctrl-C.
     """
+    started = time.monotonic()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose <= 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
@@ -824,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
     # tf.distribute logs every reduction at INFO level.
     logging.getLogger("tensorflow").setLevel(logging.DEBUG if args.verbose >= 2 else logging.WARNING)
     try:
-        run(args)
+        run(args, started)
     except (UsageError, DatasetError, CheckpointError, InferenceError) as error:
         print(f"fcn-12.3.1.py: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

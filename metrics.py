@@ -85,12 +85,15 @@ class ImageScore:
             included (the book's "objs").
         miou: float. Mean IoU over those classes.
         pixel_accuracy: float. Share of correctly classified pixels, in [0, 1].
+        has_object: bool. Whether the ground truth holds a class other than
+            background (class 0). Defaults to True.
     """
 
     name: str
     num_classes_present: int
     miou: float
     pixel_accuracy: float
+    has_object: bool = True
 
 
 class SegmentationScores:
@@ -130,8 +133,10 @@ class SegmentationScores:
         miou = np.where(present, class_iou, 0.0).sum(axis=-1) / present.sum(axis=-1)
         correct = np.trace(confusion, axis1=-2, axis2=-1)
         pixel_accuracy = correct / confusion.sum(axis=(-2, -1))
-        for name, count, image_miou, accuracy in zip(names, present.sum(axis=-1), miou, pixel_accuracy):
-            self.images.append(ImageScore(name, int(count), float(image_miou), float(accuracy)))
+        has_object = present[:, 1:].any(axis=-1)
+        for name, count, image_miou, accuracy, holds in zip(names, present.sum(axis=-1), miou, pixel_accuracy,
+                                                            has_object):
+            self.images.append(ImageScore(name, int(count), float(image_miou), float(accuracy), bool(holds)))
 
     @property
     def mean_iou(self) -> float:

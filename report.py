@@ -56,14 +56,18 @@ class Example:
 def pick_examples(scores: SegmentationScores) -> list[tuple[str, str]]:
     """Chooses the test images with the worst, the median and the best of the book's mIoU.
 
+    Only images whose ground truth holds an object compete (an empty image
+    predicted empty scores 1.0 and shows nothing); all do when none holds one.
+
     Args:
         scores: SegmentationScores. The test set's scores.
 
     Returns:
         `(label, image name)` pairs from the lowest mIoU to the highest (fewer
-        when the test set has fewer than three images).
+        when fewer than three images compete).
     """
-    ranked = sorted(scores.images, key=lambda image: image.miou)
+    candidates = [image for image in scores.images if image.has_object] or scores.images
+    ranked = sorted(candidates, key=lambda image: image.miou)
     if not ranked:
         return []
     # Later keys win where positions coincide (fewer than three images).

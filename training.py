@@ -9,7 +9,6 @@ epoch's logs for TensorBoard (`--tensorboard`).
 """
 
 import csv
-import functools
 import logging
 import math
 import os
@@ -32,67 +31,21 @@ from metrics import SegmentationScores, class_names
 
 logger = logging.getLogger(__name__)
 
-BASE_LEARNING_RATE = 1e-3
-# The chapter's text: after epoch 40 the learning rate halves every 20 epochs.
-TEXT_DECAY_START = 40
-TEXT_DECAY_EVERY = 20
-# The book's published lr_scheduler (model_utils.py): factors after 0-based epochs.
-CODE_DECAY_STEPS = ((80, 5e-2), (60, 1e-1), (40, 5e-1))
-
-LR_SCHEDULES = ("text", "code")
 # Epochs in a row a class present in the test set may score IoU 0 before a warning.
 COLLAPSE_PATIENCE = 3
-SMALL_DATA_HINT = (
-    "for a few dozen images try --depth 20 --augment --loss ce+dice --bn-momentum 0.9 --passes 4 "
-    "(README, 'Small data sets')"
+# The short-run recipe for small data sets (docs/small-data.md): each flag, and whether a run's
+# settings already have it.
+SHORT_RUN_RECIPE = (
+    ("--depth 20", lambda settings: settings.get("depth", 56) <= 20),
+    ("--augment", lambda settings: settings.get("augment", False)),
+    ("--loss ce+dice", lambda settings: settings.get("loss") == "ce+dice"),
+    ("--bn-momentum 0.9", lambda settings: settings.get("bn_momentum", 0.99) <= 0.9),
+    ("--lr-schedule cosine", lambda settings: settings.get("lr_schedule") == "cosine"),
 )
 
 
 class NonFiniteLossError(Exception):
     """The loss or the weights became NaN or infinite; the message says when."""
-
-
-def lr_schedule_text(epoch: int, lr: float | None = None, base_rate: float = BASE_LEARNING_RATE) -> float:
-    """The chapter's schedule: 1e-3, halved every 20 epochs after epoch 40.
-
-    Epochs are 0-based as Keras counts them; the boundaries match the book's
-    code (`epoch > 40`, `> 60`, `> 80`).
-
-    Args:
-        epoch: int. 0-based epoch.
-        lr: float. The current rate (unused; Keras passes it).
-        base_rate: float. The rate before any decay. Defaults to 1e-3.
-
-    Returns:
-        The learning rate of `epoch`.
-    """
-    if epoch <= TEXT_DECAY_START:
-        return base_rate
-    halvings = (epoch - TEXT_DECAY_START - 1) // TEXT_DECAY_EVERY + 1
-    return base_rate * 0.5**halvings
-
-
-def lr_schedule_code(epoch: int, lr: float | None = None, base_rate: float = BASE_LEARNING_RATE) -> float:
-    """The book's published `lr_scheduler`: x0.5 after 40, x0.1 after 60, x0.05 after 80.
-
-    Args:
-        epoch: int. 0-based epoch.
-        lr: float. The current rate (unused; Keras passes it).
-        base_rate: float. The rate before any decay. Defaults to 1e-3.
-
-    Returns:
-        The learning rate of `epoch`.
-    """
-    for boundary, factor in CODE_DECAY_STEPS:
-        if epoch > boundary:
-            return base_rate * factor
-    return base_rate
-
-
-def get_lr_schedule(name: str, base_rate: float = BASE_LEARNING_RATE) -> Callable[[int, float], float]:
-    """The schedule called `name` (`"text"` or `"code"`) starting from `base_rate`."""
-    schedule = {"text": lr_schedule_text, "code": lr_schedule_code}[name]
-    return functools.partial(schedule, base_rate=base_rate)
 
 
 def predict_batch(model: keras.Model, images: np.ndarray) -> np.ndarray:
@@ -144,6 +97,24 @@ def evaluate_dataset(
     return scores
 
 
+def collapse_hint(settings: dict | None = None) -> str:
+    """What to try when a network collapses: the short-run recipe's flags the run lacks, or what next.
+
+    Args:
+        settings: dict or None. The run's settings (as stored with its best
+            weights); None (or anything but a dict) when unknown, which names
+            the whole recipe.
+
+    Returns:
+        One clause for the collapse warnings.
+    """
+    known = settings if isinstance(settings, dict) else {}
+    missing = [flag for flag, present in SHORT_RUN_RECIPE if not present(known)]
+    if missing:
+        return f"for a small data set try {' '.join(missing)} (docs/small-data.md)"
+    return "the run already has the short-run recipe: train longer (--epochs, --time-budget) or on more images"
+
+
 class CollapseMonitor:
     """Notices a network that has collapsed to a few classes, which pixel accuracy hides.
 
@@ -155,11 +126,14 @@ class CollapseMonitor:
         n_classes: int. Number of classes including background.
         patience: int. Epochs of IoU 0 before warning. Defaults to
             `COLLAPSE_PATIENCE`.
+        hint: str. What the warnings suggest. Defaults to the whole short-run
+            recipe (`collapse_hint()`).
     """
 
-    def __init__(self, n_classes: int, patience: int = COLLAPSE_PATIENCE):
+    def __init__(self, n_classes: int, patience: int = COLLAPSE_PATIENCE, hint: str | None = None):
         self.names = class_names(n_classes)
         self.patience = patience
+        self.hint = hint or collapse_hint()
         self.zero_epochs = np.zeros(n_classes, dtype=int)
 
     def check(self, scores: SegmentationScores) -> list[str]:
@@ -169,7 +143,7 @@ class CollapseMonitor:
         if len(predicted) == 1:
             warnings.append(
                 f"the network predicts '{self.names[predicted[0]]}' for every test pixel: it has collapsed "
-                f"to one class, whatever the pixel accuracy says; {SMALL_DATA_HINT}."
+                f"to one class, whatever the pixel accuracy says; {self.hint}."
             )
         present = scores.confusion.sum(axis=1) > 0
         zero = present & (np.nan_to_num(scores.class_iou, nan=1.0) == 0)
@@ -179,7 +153,7 @@ class CollapseMonitor:
             names = ", ".join(f"'{self.names[k]}'" for k in stuck)
             warnings.append(
                 f"{names} present in the test set but IoU 0 for {self.patience} or more epochs in a row: "
-                f"the network is not learning {'it' if len(stuck) == 1 else 'them'}; {SMALL_DATA_HINT}."
+                f"the network is not learning {'it' if len(stuck) == 1 else 'them'}; {self.hint}."
             )
         return warnings
 
@@ -225,7 +199,7 @@ class AccuracyCallback(keras.callbacks.Callback):
         self.settings = settings or {}
         self.miou_history: list[float] = list(miou_history or [])
         self.mpla_history: list[float] = list(mpla_history or [])
-        self.collapse = CollapseMonitor(test_generator.n_classes)
+        self.collapse = CollapseMonitor(test_generator.n_classes, hint=collapse_hint(self.settings))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         scores = evaluate_dataset(self.model, self.test_generator)

@@ -46,6 +46,18 @@ def test_pick_examples_takes_worst_median_and_best():
     assert [label.split(":")[0] for label, _ in pick_examples(scores_of([0.5]))] == ["best"]
 
 
+def test_pick_examples_passes_over_images_without_objects():
+    scores = scores_of([0.5, 0.25, 0.75])
+    empty = np.zeros((1, 4, 4), dtype=int)
+    scores.update(["empty.png"], empty, empty)  # background only, all right: mIoU 1.0
+    assert scores.images[-1].miou == 1.0 and not scores.images[-1].has_object
+    assert [name for _, name in pick_examples(scores)] == ["image1.png", "image0.png", "image2.png"]
+    # With no image holding an object, the empty ones are shown.
+    only_empty = SegmentationScores(n_classes=2)
+    only_empty.update(["a.png", "b.png"], np.zeros((2, 4, 4), dtype=int), np.zeros((2, 4, 4), dtype=int))
+    assert [name for _, name in pick_examples(only_empty)] == ["a.png", "b.png"]
+
+
 def test_draw_report_has_curves_bars_confusion_and_triptychs():
     scores = scores_of([0.5, 1.0, 0.25])
     history = {"loss": [1.2, 0.9, 0.7], "test_miou": [0.2, 0.5, 0.4], "test_pixel_accuracy": [0.5, 0.8, 0.7],

@@ -1,4 +1,4 @@
-"""Learning-rate schedules, batched evaluation and the per-epoch AccuracyCallback."""
+"""Batched evaluation and the per-epoch AccuracyCallback."""
 
 import os
 
@@ -13,25 +13,10 @@ from metrics import SegmentationScores
 from training import (
     AccuracyCallback,
     CollapseMonitor,
+    collapse_hint,
     evaluate_dataset,
-    lr_schedule_code,
-    lr_schedule_text,
     save_weights_atomically,
 )
-
-
-@pytest.mark.parametrize(
-    "epoch, expected",
-    [(0, 1e-3), (40, 1e-3), (41, 5e-4), (60, 5e-4), (61, 2.5e-4), (80, 2.5e-4), (81, 1.25e-4), (99, 1.25e-4),
-     (101, 6.25e-5)],
-)
-def test_text_schedule_halves_every_20_epochs_after_40(epoch, expected):
-    assert lr_schedule_text(epoch, 0.0) == pytest.approx(expected)
-
-
-@pytest.mark.parametrize("epoch, expected", [(0, 1e-3), (40, 1e-3), (41, 5e-4), (61, 1e-4), (81, 5e-5), (99, 5e-5)])
-def test_code_schedule_is_the_books_lr_scheduler(epoch, expected):
-    assert lr_schedule_code(epoch, 0.0) == pytest.approx(expected)
 
 
 def tiny_setup(data_path):
@@ -124,7 +109,21 @@ def test_collapse_warning_fires_on_an_all_background_prediction():
     assert scores.mean_pixel_accuracy > 0.9
     warnings = CollapseMonitor(3).check(scores)
     assert len(warnings) == 1
-    assert "predicts 'background' for every test pixel" in warnings[0] and "--passes 4" in warnings[0]
+    assert "predicts 'background' for every test pixel" in warnings[0] and "--lr-schedule cosine" in warnings[0]
+
+
+def test_collapse_hint_names_only_what_the_run_lacks():
+    book = {"depth": 56, "augment": False, "loss": "ce", "bn_momentum": 0.99, "lr_schedule": "text"}
+    assert collapse_hint(book) == ("for a small data set try --depth 20 --augment --loss ce+dice --bn-momentum 0.9 "
+                                   "--lr-schedule cosine (docs/small-data.md)")
+    partial = {**book, "depth": 20, "augment": True, "lr_schedule": "cosine"}
+    assert collapse_hint(partial) == "for a small data set try --loss ce+dice --bn-momentum 0.9 (docs/small-data.md)"
+    recipe = {**partial, "loss": "ce+dice", "bn_momentum": 0.9}
+    assert "--" not in collapse_hint(recipe).split(":")[0] and "train longer" in collapse_hint(recipe)
+    truth = np.zeros((1, 8, 8), dtype=np.uint8)
+    truth[0, 2:4, 2:4] = 1
+    warning, = CollapseMonitor(3, hint=collapse_hint(recipe)).check(scores_of(truth, np.zeros_like(truth)))
+    assert "--augment" not in warning and "train longer" in warning
 
 
 def test_no_warning_on_a_good_prediction():
