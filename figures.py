@@ -1,8 +1,9 @@
 """Pictures of segmentations: coloured masks and Figure 12.5.3's triptych.
 
 Colours follow the book: background black, class 1 (water bottle) red, 2
-(soda can) green, 3 (juice can) blue; further classes take the next colours
-of a fixed table.
+(soda can) green, 3 (juice can) blue, then more. `colorize` is
+`utils.via.colorize`, the one home of the class colours, so a predicted mask
+paints each class as the ground-truth previews of `utils/` do.
 """
 
 import os
@@ -14,33 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 import skimage.io  # noqa: E402
 
-CLASS_COLOURS = np.array(
-    [
-        (0, 0, 0),
-        (255, 0, 0),
-        (0, 255, 0),
-        (0, 0, 255),
-        (255, 255, 0),
-        (255, 0, 255),
-        (0, 255, 255),
-        (255, 128, 0),
-        (128, 0, 255),
-        (128, 128, 128),
-    ],
-    dtype=np.uint8,
-)
-
-
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """Maps a class-index map to RGB with the book's colours.
-
-    Args:
-        labels: int array `(H, W)`.
-
-    Returns:
-        uint8 array `(H, W, 3)`.
-    """
-    return CLASS_COLOURS[np.asarray(labels) % len(CLASS_COLOURS)]
+from utils.via import colorize  # noqa: E402
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

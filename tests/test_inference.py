@@ -10,7 +10,6 @@ import skimage.io
 import tensorflow as tf
 
 from conftest import HEIGHT, N_CLASSES, WIDTH, write_book_dataset
-from figures import CLASS_COLOURS
 from inference import (
     InferenceError,
     check_export_paths,
@@ -21,9 +20,11 @@ from inference import (
     resize_labels,
 )
 from model import build_model
+from via import class_colors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
+CLASS_COLOURS = class_colors(N_CLASSES)
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
 
 
