@@ -37,7 +37,6 @@ COLLAPSE_PATIENCE = 3
 # settings already have it.
 SHORT_RUN_RECIPE = (
     ("--depth 20", lambda settings: settings.get("depth", 56) <= 20),
-    ("--augment", lambda settings: settings.get("augment", False)),
     ("--loss ce+dice", lambda settings: settings.get("loss") == "ce+dice"),
     ("--bn-momentum 0.9", lambda settings: settings.get("bn_momentum", 0.99) <= 0.9),
     ("--lr-schedule cosine", lambda settings: settings.get("lr_schedule") == "cosine"),

@@ -114,16 +114,17 @@ def test_collapse_warning_fires_on_an_all_background_prediction():
 
 def test_collapse_hint_names_only_what_the_run_lacks():
     book = {"depth": 56, "augment": False, "loss": "ce", "bn_momentum": 0.99, "lr_schedule": "text"}
-    assert collapse_hint(book) == ("for a small data set try --depth 20 --augment --loss ce+dice --bn-momentum 0.9 "
+    assert collapse_hint(book) == ("for a small data set try --depth 20 --loss ce+dice --bn-momentum 0.9 "
                                    "--lr-schedule cosine (docs/small-data.md)")
-    partial = {**book, "depth": 20, "augment": True, "lr_schedule": "cosine"}
+    partial = {**book, "depth": 20, "lr_schedule": "cosine"}
     assert collapse_hint(partial) == "for a small data set try --loss ce+dice --bn-momentum 0.9 (docs/small-data.md)"
     recipe = {**partial, "loss": "ce+dice", "bn_momentum": 0.9}
     assert "--" not in collapse_hint(recipe).split(":")[0] and "train longer" in collapse_hint(recipe)
+    assert collapse_hint(None) == collapse_hint({}) == collapse_hint("not a dict")
     truth = np.zeros((1, 8, 8), dtype=np.uint8)
     truth[0, 2:4, 2:4] = 1
     warning, = CollapseMonitor(3, hint=collapse_hint(recipe)).check(scores_of(truth, np.zeros_like(truth)))
-    assert "--augment" not in warning and "train longer" in warning
+    assert "--loss" not in warning and "train longer" in warning
 
 
 def test_no_warning_on_a_good_prediction():
