@@ -18,16 +18,26 @@ DEMO_RECIPE := --loss ce+dice --bn-momentum 0.9 --lr-schedule cosine --learning-
 DEMO_ARGS := --dataset synthetic --data-path $(DEMO_DATA) $(DEMO_SIZE) $(DEMO_NETWORK) --save-dir $(DEMO_SAVE)
 DEMO_TRAIN_ARGS := --time-budget $(DEMO_MINUTES) --seed 0 $(DEMO_RECIPE)
 
-.PHONY: test demo bench
+.PHONY: test test-slow lint demo bench
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The project itself is installed in editable mode, so that the tools in utils/ import the package.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
+	$(PYTHON) -m pip install --quiet -r requirements-dev.txt --editable .
 	touch $@
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q
+
+# The tests marked slow (the benchmarks' smoke runs) and the fuzz tests at their full example counts.
+test-slow: $(VENV)/.installed
+	$(PYTHON) -m pytest -q --run-slow -m slow
+	$(PYTHON) -m pytest -q --run-slow tests/test_fuzz_via.py
+
+# Lint and import order (pyproject.toml, [tool.ruff]).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 
 $(DEMO_DATA)/segmentation_train.json: | $(VENV)/.installed
 	$(PYTHON) utils/generate_synthetic_drinks.py --output $(DEMO_DATA) --seed 0 \
@@ -48,6 +58,6 @@ demo: $(VENV)/.installed
 	$(PYTHON) utils/plot_history.py --history $(DEMO_SAVE)/mpla_history.npy && \
 	echo "Demo done in $$(( $$(date +%s) - start )) s: weights and history plots in $(DEMO_SAVE)/, triptychs in prediction/"
 
-# Speed and memory against the book's way (README, Benchmark); about 10 minutes on a 2-core CPU.
+# Speed and memory against the book's way (docs/speed.md); about 10 minutes on a 2-core CPU.
 bench: $(VENV)/.installed
 	$(PYTHON) bench/bench.py

@@ -12,8 +12,8 @@ softmax.
 import keras
 from keras import layers
 
-import batchnorm
-from resnet import backbone_name, build_resnet, conv_layer
+from resnet import build_resnet, conv_layer
+from segmentation import batchnorm
 
 HEAD_FILTERS = 256
 
@@ -148,17 +148,3 @@ def configure_batchnorm(model: keras.Model, momentum: float, synchronized: bool 
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = momentum
             layer.synchronized = synchronized
-
-
-def weights_name(depth: int, n_layers: int, dataset: str) -> str:
-    """The book's weights name, `ResNet56v2-3layer-drinks-best-iou`.
-
-    Args:
-        depth: int. The backbone's depth; its name opens the weights name.
-        n_layers: int. The `--layers` value.
-        dataset: str. The `--dataset` value.
-
-    Returns:
-        The name without a suffix.
-    """
-    return f"{backbone_name(depth)}-{n_layers}layer-{dataset}-best-iou"

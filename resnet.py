@@ -15,7 +15,7 @@ book left unnamed get explicit names here; names the book set are kept verbatim
 import keras
 from keras import layers
 
-import batchnorm
+from segmentation import batchnorm
 
 L2_WEIGHT_DECAY = 1e-4
 PYRAMID_FILTERS = 512

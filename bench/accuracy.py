@@ -29,11 +29,12 @@ import time
 import keras
 import numpy as np
 
-from augment import Augmentation
-from data_generator import DataGenerator, LabelSet, load_labels
-from losses import build_loss
-from metrics import SegmentationScores
+from data_generator import DataGenerator
 from model import build_model, configure_batchnorm
+from segmentation.augment import Augmentation
+from segmentation.labels import LabelSet, load_labels
+from segmentation.losses import build_loss
+from segmentation.metrics import SegmentationScores
 
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "accuracy.json")
 TRAIN_LABELS, TEST_LABELS = "segmentation_train.npy", "segmentation_test.npy"
@@ -83,7 +84,7 @@ def train_once(settings: argparse.Namespace, train_labels: LabelSet, test_labels
 
 
 def summarize(runs: list[dict], policies: list[str]) -> dict:
-    """Each policy's best mIoU averaged over seeds, and each other policy's per-seed and mean difference to the first."""
+    """Each policy's best mIoU averaged over seeds; each other policy's per-seed and mean difference to the first."""
     best = {policy: {run["seed"]: run["best_miou"] for run in runs if run["policy"] == policy} for policy in policies}
     reference = policies[0]
     summary = {"mean_best_miou": {policy: statistics.mean(values.values()) for policy, values in best.items()

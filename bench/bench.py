@@ -407,8 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-steps", type=int,
                         help=f"untimed training steps first (default: {FULL['warmup_steps']})")
     parser.add_argument("--steps", type=int, help=f"timed training steps (default: {FULL['steps']})")
-    parser.add_argument("--num-test", type=int, help=f"test images of the evaluation pass (default: {FULL['num_test']})")
-    parser.add_argument("--matmul-size", type=int, help=f"side of the peak-measuring matmul (default: {FULL['matmul_size']})")
+    parser.add_argument("--num-test", type=int,
+                        help=f"test images of the evaluation pass (default: {FULL['num_test']})")
+    parser.add_argument("--matmul-size", type=int,
+                        help=f"side of the peak-measuring matmul (default: {FULL['matmul_size']})")
     parser.add_argument("--matmul-seconds", type=float,
                         help=f"time spent on each matmul dtype (default: {FULL['matmul_seconds']})")
     parser.add_argument("--timeout", type=float,

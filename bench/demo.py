@@ -42,7 +42,7 @@ def run(command: list[str]) -> str:
     Raises:
         SystemExit: with the command's error output, if it fails.
     """
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO_ROOT)
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=environment)
     if result.returncode:
         raise SystemExit(f"{' '.join(command[:3])} ... failed ({result.returncode}): {result.stderr[-2000:]}")

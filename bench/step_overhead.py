@@ -38,7 +38,7 @@ ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
 BARE_STEP = """
 import sys, time
 import keras, numpy as np
-from losses import build_loss
+from segmentation.losses import build_loss
 from model import build_model, configure_batchnorm
 height, width, depth, steps, precision, loss, momentum = sys.argv[1:]
 height, width, depth, steps = int(height), int(width), int(depth), int(steps)

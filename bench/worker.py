@@ -22,27 +22,29 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import skimage  # noqa: E402
-import skimage.io  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
+import keras
+import numpy as np
+import skimage
+import skimage.io
+import tensorflow as tf
+import tf_keras
 
-from bench import book_keras2  # noqa: E402
-from bench.flops import conv_flops_per_image, measure_matmul  # noqa: E402
-from data_generator import DataGenerator, load_labels  # noqa: E402
-from model import build_model  # noqa: E402
-from precision import AUTO, default_precision  # noqa: E402
-from remat import AUTO as REMAT_AUTO, recompute_in_backward, remat_level  # noqa: E402
-from training import evaluate_dataset  # noqa: E402
+from bench import book_keras2
+from bench.flops import conv_flops_per_image, measure_matmul
+from data_generator import DataGenerator
+from model import build_model
+from segmentation.evaluation import evaluate_dataset
+from segmentation.labels import load_labels
+from segmentation.precision import AUTO, default_precision
+from segmentation.remat import AUTO as REMAT_AUTO
+from segmentation.remat import recompute_in_backward, remat_level
 
 EXIT_OUT_OF_MEMORY = 3
 TRAIN_LABELS, TEST_LABELS = "segmentation_train.npy", "segmentation_test.npy"

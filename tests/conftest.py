@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny data sets in the book's format, and the --run-large and --run-slow switches."""
+"""Shared fixtures: tiny data sets in the book's format, the command line run in-process, and --run-slow."""
 
 import os
 
@@ -7,23 +7,23 @@ import numpy as np
 import pytest
 import skimage.io
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from segmentation import cli
 
 HEIGHT, WIDTH = 64, 64
 N_CLASSES = 4
 
 
 def pytest_addoption(parser):
-    parser.addoption("--run-large", action="store_true", help="also run tests marked large")
-    parser.addoption("--run-slow", action="store_true", help="run the fuzz tests with their full example counts")
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow, and the fuzz tests with their full example counts")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-large"):
+    if config.getoption("--run-slow"):
         return
-    skip = pytest.mark.skip(reason="large: give --run-large to run it")
+    skip = pytest.mark.skip(reason="slow: give --run-slow to run it")
     for item in items:
-        if "large" in item.keywords:
+        if "slow" in item.keywords:
             item.add_marker(skip)
 
 
@@ -66,6 +66,21 @@ def keep_the_dtype_policy():
     policy = keras.config.dtype_policy()
     yield
     keras.config.set_dtype_policy(policy)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Runs `fcn-12.3.1.py ARGV` in-process: `run_cli(argv)` returns (exit status, stdout, stderr)."""
+
+    def run(argv):
+        try:
+            status = cli.main(list(argv))
+        except SystemExit as exit:  # argparse's own errors
+            status = exit.code
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return run
 
 
 @pytest.fixture

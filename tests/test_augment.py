@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from augment import Augmentation, zoom_and_crop
 from data_generator import DataGenerator
+from segmentation.augment import Augmentation, zoom_and_crop
 
 PALETTE = np.array([[0.1, 0.1, 0.1], [0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9]], dtype=np.float32)
 
@@ -65,7 +65,7 @@ def test_colour_jitter_changes_the_image_only():
 
 
 def test_generator_augments_training_batches_reproducibly_and_never_evaluation(book_dataset):
-    from data_generator import load_labels
+    from segmentation.labels import load_labels
 
     data_path, _ = book_dataset
     labels = load_labels(f"{data_path}/segmentation_train.npy", data_path, 64, 64)

@@ -1,6 +1,6 @@
 """The bad-input catalogue: every case ends in one clear line, exit status 2, nothing written.
 
-One row per case of the README's "Bad input" table (the ids match). Each row makes one thing wrong
+One row per case of the "Bad input" table in docs/never-losing-work.md (the ids match). Each row makes one thing wrong
 in an otherwise good tiny data set, runs `fcn-12.3.1.py` or `utils/generate_gt_segmentation.py`
 in-process, and checks: status 2, exactly one line on stderr naming the problem, no traceback,
 and not a byte changed under the test's folder (the working directory included).
@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import re
-import runpy
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,12 +20,13 @@ import numpy as np
 import PIL.Image
 import pytest
 import skimage.io
-
-import generate_gt_segmentation
-from checkpoints import TrainingState, save_training_state
 from conftest import HEIGHT, N_CLASSES, WIDTH
-from data_generator import load_labels, read_image
+
 from model import build_model
+from segmentation import cli, ground_truth
+from segmentation.checkpoints import TrainingState, save_training_state
+from segmentation.images import read_image
+from segmentation.labels import load_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
@@ -304,7 +304,7 @@ def run_case(case, book_dataset, tmp_path, prepared, capsys, monkeypatch):
     before = tree(tmp)
     if case.tool == "fcn":
         argv = [*TINY, "--data-path", data, "--save-dir", context.save_dir, *case.argv]
-        status = runpy.run_path(SCRIPT)["main"](argv)
+        status = cli.main(argv)
         prefix = "fcn-12.3.1.py: error: "
     else:
         os.makedirs(os.path.join(tmp, "via"), exist_ok=True)
@@ -313,7 +313,7 @@ def run_case(case, book_dataset, tmp_path, prepared, capsys, monkeypatch):
         before = tree(tmp)
         argv = ["-j", "project.json", "-p", os.path.join(tmp, "via"), "--save-filename", "out.npy", "--show",
                 *case.argv]
-        status = generate_gt_segmentation.main(argv)
+        status = ground_truth.main(argv)
         prefix = "error: "
     error = capsys.readouterr().err
     return status, error, before, tree(tmp), prefix
@@ -330,10 +330,10 @@ def test_bad_input(case, book_dataset, tmp_path, prepared, capsys, monkeypatch):
     assert after == before, "something was written"
 
 
-def test_case_ids_are_unique_and_all_in_the_readme():
+def test_case_ids_are_unique_and_all_in_the_docs():
     ids = [case.id for case in CASES]
     assert len(ids) == len(set(ids)) >= 30
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as file:
+    with open(os.path.join(ROOT, "docs", "never-losing-work.md"), encoding="utf-8") as file:
         readme = file.read()
     section = readme.split("## Bad input", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.MULTILINE))

@@ -1,11 +1,11 @@
 """The fused BatchNormalization computes what Keras' does, with the same weights."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
-from batchnorm import BatchNormalization as FusedBatchNormalization
+from segmentation.batchnorm import BatchNormalization as FusedBatchNormalization
 
 SHAPE = (2, 6, 5, 3)
 

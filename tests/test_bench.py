@@ -28,6 +28,7 @@ def is_positive_number(value):
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_figure(tmp_path):
     table, results = run_bench(tmp_path)
     assert is_positive_number(results["matmul_peak_gflops_fp32"])
@@ -46,7 +47,7 @@ def test_quick_run_writes_every_figure(tmp_path):
     assert "training img/s, book-style" in table and SIZE in table
 
 
-@pytest.mark.large
+@pytest.mark.slow
 def test_rss_vs_dataset_size(tmp_path):
     _, results = run_bench(tmp_path, "--rss-vs-dataset", "--variant-sizes", "")
     rss = results["rss_vs_dataset"]
@@ -76,6 +77,7 @@ def test_gpu_script_times_the_network_on_the_installed_backend(tmp_path):
     assert results["backend"] == "tensorflow" and "evaluation img/s: ours" in result.stdout
 
 
+@pytest.mark.slow
 def test_accuracy_script_trains_each_seed_in_each_policy(book_dataset, tmp_path, capsys):
     from bench import accuracy
 

@@ -51,6 +51,7 @@ def run_module(module, tmp_path, *flags):
     return result.stdout, json.loads(output.read_text())
 
 
+@pytest.mark.slow
 def test_step_overhead_quick_run(tmp_path):
     table, record = run_module("bench.step_overhead", tmp_path)
     assert record["cli_step_seconds"] > 0 and record["bare_step_seconds"] > 0
@@ -59,9 +60,11 @@ def test_step_overhead_quick_run(tmp_path):
     assert "| ratio |" in table
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_quick_run(tmp_path):
     table, results = run_module("bench.time_to_accuracy", tmp_path, "--minutes", "0.25")
     for name in ("book", "demo"):
         assert results[name]["epochs"] >= 1 and 0 <= results[name]["best_miou"] <= 1
-        assert results[name]["curve"][-1]["minutes"] <= 0.25 + 0.2  # the stamps also count the start-up before the budget
+        # The stamps also count the start-up before the budget.
+        assert results[name]["curve"][-1]["minutes"] <= 0.25 + 0.2
     assert "--lr-schedule cosine" in results["demo"]["flags"] and "| book (" in table

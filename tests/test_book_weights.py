@@ -8,17 +8,18 @@ command line's restore path and give the same predictions.
 """
 
 import os
-import runpy
 
 import keras
 import numpy as np
 import pytest
 import tf_keras
+from conftest import HEIGHT, WIDTH, write_book_dataset
 
 from bench import book_keras2
-from conftest import HEIGHT, WIDTH, write_book_dataset
-from data_generator import read_image
 from model import build_model
+from segmentation import cli
+from segmentation.checkpoints import resolve_weights_path, restore_weights
+from segmentation.images import read_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
@@ -26,12 +27,6 @@ BOOK_WEIGHTS = "ResNet56v2-3layer-drinks-best-iou.h5"
 # The book's network: --layers 3, ResNet56v2 (n = 6), 4 classes; a small input keeps it fast.
 INPUT_SHAPE = (HEIGHT, WIDTH, 3)
 BOOK_LAYERS, BOOK_N = 3, 6
-
-
-@pytest.fixture(scope="module")
-def cli():
-    """The command line's namespace (`main`, `resolve_weights_path`, `restore_weights`)."""
-    return runpy.run_path(SCRIPT)
 
 
 @pytest.fixture
@@ -59,16 +54,16 @@ def random_images(count, seed=1):
     return np.random.default_rng(seed).uniform(0.0, 1.0, (count, *INPUT_SHAPE)).astype(keras.config.floatx())
 
 
-def test_the_books_h5_loads_by_layer_order_and_predicts_the_same(cli, tmp_path, float64):
+def test_the_books_h5_loads_by_layer_order_and_predicts_the_same(tmp_path, float64):
     # In float64 the two frameworks' rounding differences vanish, so only a wrong mapping could show.
     images = random_images(2)
     book = save_book_weights(tmp_path / BOOK_WEIGHTS, images)
     expected = book.predict_on_batch(images)
-    path, explanation = cli["resolve_weights_path"](BOOK_WEIGHTS, str(tmp_path))
+    path, explanation = resolve_weights_path(BOOK_WEIGHTS, str(tmp_path))
     assert path == str(tmp_path / BOOK_WEIGHTS) and explanation == f"Loading weights {path}"
     _, fcn = build_model(INPUT_SHAPE, n_layers=BOOK_LAYERS, n_classes=4, n=BOOK_N)
     untrained = fcn.predict_on_batch(images)
-    cli["restore_weights"](fcn, path)
+    restore_weights(fcn, path)
     predicted = fcn.predict_on_batch(images)
     difference = np.abs(predicted - expected).max()
     print(f"max abs difference of the softmax outputs (float64, book depth 56, 3 layers): {difference:.3g}")
@@ -78,7 +73,7 @@ def test_the_books_h5_loads_by_layer_order_and_predicts_the_same(cli, tmp_path, 
     assert np.abs(untrained - expected).max() > 0.1
 
 
-def test_the_books_h5_evaluates_through_the_command_line(cli, tmp_path, capsys):
+def test_the_books_h5_evaluates_through_the_command_line(tmp_path, capsys):
     # float32, as the book saved its file; the reader's command with the book's name.
     data_path = str(tmp_path / "drinks")
     splits = write_book_dataset(data_path, num_train=2, num_test=2)
@@ -89,7 +84,7 @@ def test_the_books_h5_evaluates_through_the_command_line(cli, tmp_path, capsys):
     book = save_book_weights(save_dir / BOOK_WEIGHTS, images)
     argv = ["--evaluate", f"--restore-weights={BOOK_WEIGHTS}", "--height", str(HEIGHT), "--width", str(WIDTH),
             "--data-path", data_path, "--save-dir", str(save_dir)]
-    status = cli["main"](argv)
+    status = cli.main(argv)
     out, err = capsys.readouterr()
     assert status == 0, err
     lines = out.splitlines()
@@ -105,10 +100,10 @@ def test_the_books_h5_evaluates_through_the_command_line(cli, tmp_path, capsys):
         assert f"mIoU={miou:.4f}" in line
 
 
-def test_keras2_weights_of_another_network_are_refused_in_one_line(cli, tmp_path, capsys):
+def test_keras2_weights_of_another_network_are_refused_in_one_line(tmp_path, capsys):
     path = tmp_path / "other.h5"
     save_book_weights(path, random_images(1), n_layers=2, n=1)
     _, fcn = build_model(INPUT_SHAPE, n_layers=1, n_classes=4, n=1)
     with pytest.raises(Exception, match="these weights do not fit the model") as raised:
-        cli["restore_weights"](fcn, str(path))
+        restore_weights(fcn, str(path))
     assert type(raised.value).__name__ == "UsageError" and "\n" not in str(raised.value)

@@ -3,17 +3,16 @@
 import csv
 import os
 import re
-import runpy
 import time
 
 import keras
 import numpy as np
 import pytest
-
-from budget import Plan, TimeBudget, plan_run
-from checkpoints import read_training_state
 from conftest import HEIGHT, WIDTH
-from schedules import WarmupCosine, warmup_cosine
+
+from segmentation.budget import Plan, TimeBudget, plan_run
+from segmentation.checkpoints import read_training_state
+from segmentation.schedules import WarmupCosine, warmup_cosine
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fcn-12.3.1.py")
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
@@ -103,20 +102,16 @@ def test_callback_cuts_the_only_epoch_when_the_budget_is_tiny():
     assert int(model.optimizer.iterations) == budget.plan.total_steps < 50
 
 
-def call_main(argv, capsys):
-    status = runpy.run_path(SCRIPT)["main"](argv)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
-def test_run_finishes_inside_its_budget_with_the_schedule_ending_at_its_last_step(book_dataset, tmp_path, capsys):
+def test_run_finishes_inside_its_budget_with_the_schedule_ending_at_its_last_step(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     save_dir = str(tmp_path / "weights")
     budget_minutes = 0.5
     argv = ["--train", *TINY, "--data-path", data_path, "--save-dir", save_dir, "--seed", "0",
             "--lr-schedule", "cosine", "--learning-rate", "3e-3", "--time-budget", str(budget_minutes)]
     started = time.monotonic()
-    status, out, err = call_main(argv, capsys)
+    status, out, err = run_cli(argv)
     elapsed = time.monotonic() - started
     assert status == 0, err
     assert elapsed <= 60 * budget_minutes
@@ -131,7 +126,7 @@ def test_run_finishes_inside_its_budget_with_the_schedule_ending_at_its_last_ste
     # The saved state holds the planned epochs, so the run counts as finished.
     state = read_training_state(os.path.join(save_dir, "ResNet11v2-1layer-drinks-last.state.npz"))
     assert state.epochs == state.epochs_done == len(rows)
-    status, _, err = call_main([*argv, "--resume"], capsys)
+    status, _, err = run_cli([*argv, "--resume"])
     assert status == 2 and "has finished" in err
 
 
@@ -139,14 +134,13 @@ def test_run_finishes_inside_its_budget_with_the_schedule_ending_at_its_last_ste
     (["--time-budget", "0"], "--time-budget 0.0: must be a positive number"),
     (["--time-budget", "nan"], "--time-budget nan: must be a positive number"),
 ])
-def test_bad_budget_is_refused(book_dataset, tmp_path, capsys, extra, message):
+def test_bad_budget_is_refused(book_dataset, tmp_path, run_cli, extra, message):
     data_path, _ = book_dataset
-    status, _, err = call_main(["--train", *TINY, "--data-path", data_path, "--save-dir", str(tmp_path), *extra],
-                               capsys)
+    status, _, err = run_cli(["--train", *TINY, "--data-path", data_path, "--save-dir", str(tmp_path), *extra])
     assert status == 2 and message in err
 
 
-def test_budget_without_training_is_refused(book_dataset, capsys):
+def test_budget_without_training_is_refused(book_dataset, run_cli):
     data_path, _ = book_dataset
-    status, _, err = call_main(["--evaluate", *TINY, "--data-path", data_path, "--time-budget", "1"], capsys)
+    status, _, err = run_cli(["--evaluate", *TINY, "--data-path", data_path, "--time-budget", "1"])
     assert status == 2 and "--time-budget is used with --train" in err

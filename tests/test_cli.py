@@ -2,16 +2,15 @@
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-
-from checkpoints import read_training_state
 from conftest import HEIGHT, WIDTH
-from precision import default_precision
+
+from segmentation.checkpoints import read_training_state
+from segmentation.precision import default_precision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
@@ -19,7 +18,7 @@ TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--dept
 WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
 
 
-def run_cli(args, cwd):
+def run_script(args, cwd):
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(
         [sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True, env=environment, timeout=300
@@ -36,7 +35,7 @@ def trained(tmp_path_factory):
     write_book_dataset(data_path)
     common = [*TINY, "--data-path", data_path, "--save-dir", str(workdir / "weights")]
     # XLA on, as the demo runs it: the compiled path must work end to end.
-    result = run_cli(
+    result = run_script(
         ["--train", "--epochs", "2", "--seed", "1", "--workers", "2", "--jit-compile", "on", *common], workdir
     )
     return workdir, common, result
@@ -60,7 +59,7 @@ def test_training_writes_weights_histories_and_csv(trained):
 def test_evaluation_with_the_books_h5_name(trained):
     workdir, common, _ = trained
     book_name = WEIGHTS.replace(".weights.h5", ".h5")
-    result = run_cli(["--evaluate", f"--restore-weights={book_name}", *common], workdir)
+    result = run_script(["--evaluate", f"--restore-weights={book_name}", *common], workdir)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "Keras 3 saves weights with the .weights.h5 suffix" in lines[0]
@@ -77,23 +76,15 @@ def test_evaluation_with_the_books_h5_name(trained):
 def test_image_file_and_plot_write_the_books_figures(trained):
     workdir, common, _ = trained
     image = str(workdir / "drinks" / "test001.png")
-    result = run_cli(["-e", "--restore-weights", WEIGHTS, "--image-file", image, *common], workdir)
+    result = run_script(["-e", "--restore-weights", WEIGHTS, "--image-file", image, *common], workdir)
     assert result.returncode == 0, result.stderr
     assert {"test001-input.png", "test001-mask.png"} <= set(os.listdir(workdir / "prediction"))
-    result = run_cli(["-e", "--restore-weights", WEIGHTS, "--plot", *common], workdir)
+    result = run_script(["-e", "--restore-weights", WEIGHTS, "--plot", *common], workdir)
     assert result.returncode == 0, result.stderr
     for index in range(4):
         assert (workdir / "prediction" / f"test{index:03d}-triptych.png").is_file()
 
 
-def call_main(argv, capsys):
-    main = runpy.run_path(SCRIPT)["main"]
-    try:
-        status = main(argv)
-    except SystemExit as exit:  # argparse's errors
-        status = exit.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 @pytest.mark.parametrize(
@@ -117,33 +108,33 @@ def call_main(argv, capsys):
         (["--train", "--remat", "--distribute", "mirrored"], "--remat all cannot be combined with --distribute"),
     ],
 )
-def test_bad_input_ends_with_one_line_and_status_2(book_dataset, tmp_path, capsys, extra, message):
+def test_bad_input_ends_with_one_line_and_status_2(book_dataset, tmp_path, run_cli, extra, message):
     data_path, _ = book_dataset
     argv = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "w"), *extra]
     # Later flags win, so the extra ones override the tiny defaults.
-    status, _, err = call_main(argv, capsys)
+    status, _, err = run_cli(argv)
     assert status == 2
     assert err.count("\n") == 1 and message in err and err.startswith("fcn-12.3.1.py: error: ")
     assert not (tmp_path / "w").exists() or os.listdir(tmp_path / "w") == []
 
 
-def test_weights_for_another_network_are_refused(trained, capsys):
+def test_weights_for_another_network_are_refused(trained, run_cli):
     workdir, common, _ = trained
-    status, _, err = call_main(["--evaluate", "--restore-weights", WEIGHTS, *common, "--layers", "2"], capsys)
+    status, _, err = run_cli(["--evaluate", "--restore-weights", WEIGHTS, *common, "--layers", "2"])
     assert status == 2
     assert err.count("\n") == 1 and "these weights do not fit the model" in err
 
 
-def test_truncated_weights_are_refused(trained, tmp_path, capsys):
+def test_truncated_weights_are_refused(trained, tmp_path, run_cli):
     workdir, common, _ = trained
     truncated = tmp_path / "truncated.weights.h5"
     truncated.write_bytes((workdir / "weights" / WEIGHTS).read_bytes()[:2000])
-    status, _, err = call_main(["--evaluate", "--restore-weights", str(truncated), *common], capsys)
+    status, _, err = run_cli(["--evaluate", "--restore-weights", str(truncated), *common])
     assert status == 2 and "truncated.weights.h5" in err and err.count("\n") == 1
 
 
-def test_help_keeps_the_books_flags(capsys):
-    status, text, _ = call_main(["--help"], capsys)
+def test_help_keeps_the_books_flags(run_cli):
+    status, text, _ = run_cli(["--help"])
     assert status == 0
     for flag in ["--layers", "--batch-size", "--epochs", "--workers", "--train", "--summary", "--save-dir",
                  "--dataset", "--height", "--width", "--channels", "--data-path", "--train-labels",
@@ -151,11 +142,10 @@ def test_help_keeps_the_books_flags(capsys):
         assert flag in text
 
 
-def test_summary_prints_both_models(book_dataset, tmp_path, capsys):
+def test_summary_prints_both_models(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
-    status, out, err = call_main(
-        ["--summary", *TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "w")], capsys
-    )
+    status, out, err = run_cli(
+        ["--summary", *TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "w")])
     assert status == 0, err
     assert 'Model: "ResNet11v2"' in out and 'Model: "fcn"' in out
     # Either the diagram was drawn or one line says how to get it.
@@ -167,7 +157,7 @@ def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_datase
     common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights")]
     recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice", "--precision", "mixed_bfloat16",
               "--bn-momentum", "0.9", "--passes", "2", "--remat"]
-    result = run_cli(["--train", "--epochs", "1", "--seed", "0", *recipe, *common], tmp_path)
+    result = run_script(["--train", "--epochs", "1", "--seed", "0", *recipe, *common], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Class weights (median-frequency balancing): background" in result.stdout
     assert "Recomputing the backbone's stages one at a time in the backward pass (--remat all)" in result.stdout
@@ -177,7 +167,7 @@ def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_datase
     assert record["settings"] | expected == record["settings"]
     assert np.isfinite(record["test_miou"])
     # Resuming under the book's recipe would silently change the run: refused, in one line.
-    resumed = run_cli(["--train", "--epochs", "2", "--seed", "0", "--resume", *common], tmp_path)
+    resumed = run_script(["--train", "--epochs", "2", "--seed", "0", "--resume", *common], tmp_path)
     assert resumed.returncode == 2
     noise = ("WARNING: All log messages", "I0000", "W0000", "E0000")
     lines = [line for line in resumed.stderr.splitlines() if line.strip() and not line.startswith(noise)]
@@ -188,13 +178,13 @@ def test_precision_auto_records_this_machines_policy_and_resumes_with_the_saved_
     data_path, _ = book_dataset
     common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"), "--seed", "0"]
     record_path = tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")
-    result = run_cli(["--train", "--epochs", "1", *common], tmp_path)
+    result = run_script(["--train", "--epochs", "1", *common], tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(record_path.read_text())["settings"]["precision"] == default_precision()
     # A run saved in float32 (as every run before "auto" was) resumes in float32 under "auto".
-    started = run_cli(["--train", "--epochs", "1", "--precision", "float32", "--overwrite", *common], tmp_path)
+    started = run_script(["--train", "--epochs", "1", "--precision", "float32", "--overwrite", *common], tmp_path)
     assert started.returncode == 0, started.stderr
-    resumed = run_cli(["--train", "--epochs", "2", "--resume", *common], tmp_path)
+    resumed = run_script(["--train", "--epochs", "2", "--resume", *common], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     state = read_training_state(str(tmp_path / "weights" / WEIGHTS.replace("best-iou.weights.h5", "last.state.npz")))
     assert state.epochs_done == 2 and state.settings["precision"] == "float32"

@@ -7,9 +7,12 @@ import tracemalloc
 import numpy as np
 import pytest
 import skimage.io
-
 from conftest import HEIGHT, N_CLASSES, WIDTH
-from data_generator import ClassMaps, DataGenerator, DatasetError, PackedClassMap, load_labels, read_image
+
+from data_generator import DataGenerator
+from segmentation.errors import DatasetError
+from segmentation.images import read_image
+from segmentation.labels import ClassMaps, PackedClassMap, load_labels
 
 
 def train_labels(data_path):
@@ -71,7 +74,7 @@ def test_passes_go_through_every_image_that_many_times_each_in_its_own_order(boo
     assert len(three) == 3 * len(one) and len(three.keys) == 3 * n_images
     # The first pass is drawn as the book's one-pass epoch is.
     assert three.keys[:n_images] == one.keys
-    for epoch in range(2):
+    for _epoch in range(2):
         passes = [three.keys[start : start + n_images] for start in range(0, 3 * n_images, n_images)]
         assert all(sorted(one_pass) == sorted(labels.keys) for one_pass in passes)
         assert passes[0] != passes[1] or passes[1] != passes[2]
@@ -102,7 +105,8 @@ def save_dict(path, dictionary):
     [
         (np.zeros((3, 3)), "expected np.save of a dict"),
         ({}, "the labels dict is empty"),
-        ({"train000.png": np.zeros((HEIGHT, WIDTH), np.uint8)}, "has shape \\(64, 64\\), expected \\(64, 64, n_classes\\)"),
+        ({"train000.png": np.zeros((HEIGHT, WIDTH), np.uint8)},
+         "has shape \\(64, 64\\), expected \\(64, 64, n_classes\\)"),
         ({"train000.png": np.zeros((32, WIDTH, 4), np.uint8)}, "has shape \\(32, 64, 4\\)"),
         ({"train000.png": np.zeros((HEIGHT, WIDTH, 1), np.uint8)}, "1 channel"),
         ({"train000.png": np.zeros((HEIGHT, WIDTH, 4), np.uint8),

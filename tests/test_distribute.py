@@ -2,7 +2,6 @@
 
 import json
 import os
-import runpy
 import socket
 import subprocess
 import sys
@@ -12,10 +11,11 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import write_book_dataset
-from distribution import is_chief
+
 from model import build_model
+from segmentation import cli
+from segmentation.distribution import is_chief
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
@@ -108,7 +108,9 @@ def test_a_single_machine_strategy_is_its_own_chief():
     assert is_chief(tf.distribute.get_strategy())
 
 
-GOOD_CONFIG = json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}})
+GOOD_CONFIG = json.dumps(
+    {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}
+)
 
 
 @pytest.mark.parametrize(
@@ -132,8 +134,7 @@ def test_bad_distribution_settings_end_with_one_line_and_status_2(book_dataset, 
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
-    main = runpy.run_path(SCRIPT)["main"]
-    status = main(["--distribute", "multi-worker", *TINY, "--data-path", data_path,
+    status = cli.main(["--distribute", "multi-worker", *TINY, "--data-path", data_path,
                    "--save-dir", str(tmp_path / "w"), *extra])
     err = capsys.readouterr().err
     assert status == 2

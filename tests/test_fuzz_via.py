@@ -4,7 +4,7 @@ Hypothesis builds a plausible VIA 1.x or 2.x project (every shape, class given a
 a checkbox or not at all), then damages it: values swapped for arbitrary JSON (NaN, infinities,
 huge numbers, strings, nested lists and objects), keys deleted or added, and sometimes the JSON
 text itself cut or overwritten. Each result goes through the converter's own path,
-`via.load_project` then `generate_gt_segmentation.convert` (which reads the images, rescales,
+`via.load_project` then `ground_truth.convert` (which reads the images, rescales,
 rasterises and one-hot encodes). 200 examples by default; `pytest --run-slow` runs 2,000.
 """
 
@@ -18,8 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import generate_gt_segmentation
-import via
+from segmentation import ground_truth, via
 
 FAST_EXAMPLES = 200
 SLOW_EXAMPLES = 2000
@@ -165,7 +164,7 @@ def test_mutated_via_projects_convert_or_raise_via_error(image_folder, tmp_path_
                 project_path, num_classes=num_classes, class_names=class_names,
                 default_class=data.draw(st.sampled_from([None] * 4 + ["1", "juice_can", "9"])),
             )
-            masks = generate_gt_segmentation.convert(
+            masks = ground_truth.convert(
                 parsed, str(image_folder), num_classes, resize=resize, resized_path=str(work / "resized"),
             )
         except via.ViaError as error:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import io
 
-import generate_gt_segmentation
+from segmentation import ground_truth
 
 HEIGHT, WIDTH = 64, 96
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "utils", "generate_gt_segmentation.py")
@@ -49,7 +49,7 @@ def rect(x, y, width, height, name="1"):
 
 def run(tmp_path, *flags):
     output = tmp_path / "out.npy"
-    status = generate_gt_segmentation.main(["-p", str(tmp_path), "--save-filename", str(output), *flags])
+    status = ground_truth.main(["-p", str(tmp_path), "--save-filename", str(output), *flags])
     return status, output
 
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from skimage import io
 
-import generate_synthetic_drinks as synthetic
-import via
+from segmentation import synthetic, via
 
 HEIGHT, WIDTH = 64, 96
 
@@ -103,12 +102,25 @@ def test_check_and_show(dataset, capsys, tmp_path):
     assert all(0 <= score <= 1 for score in scores.values())
     output = str(tmp_path / "cli")
     args = ["--output", output, "--num-train", "4", "--num-test", "2", "--height", "48", "--width", "64"]
-    assert synthetic.main([*args, "--check", "--show"]) == 0
+    status = synthetic.main([*args, "--check", "--show"])
     text = capsys.readouterr().out
     assert "Colour-only baseline, histogram MAP (class priors): test mIoU" in text
-    assert "PASS: best colour-only mIoU" in text or "FAIL: best colour-only mIoU" in text
+    best = max(synthetic.color_baseline(output).values())
+    passed = best <= synthetic.CHECK_THRESHOLD
+    assert status == (0 if passed else synthetic.EXIT_CHECK_FAILED)
+    assert f"{'PASS' if passed else 'FAIL'}: best colour-only mIoU {best:.3f}" in text
     sheet = io.imread(os.path.join(output, "contact_sheet.png"))
     assert sheet.ndim == 3 and sheet.shape[0] > 100
+
+
+@pytest.mark.parametrize("best, status, verdict", [(0.59, 0, "PASS"), (0.61, synthetic.EXIT_CHECK_FAILED, "FAIL")])
+def test_check_exits_non_zero_when_colour_alone_separates_the_classes(tmp_path, capsys, monkeypatch, best, status,
+                                                                       verdict):
+    scores = {"histogram MAP (class priors)": best, "histogram ML (equal priors)": 0.1}
+    monkeypatch.setattr(synthetic, "color_baseline", lambda output: scores)
+    args = ["--output", str(tmp_path), "--num-train", "2", "--num-test", "1", "--height", "32", "--width", "32"]
+    assert synthetic.main([*args, "--check"]) == status
+    assert f"{verdict}: best colour-only mIoU {best:.3f}" in capsys.readouterr().out
 
 
 def test_drink_classes_and_size_options_shape_the_scenes():

@@ -1,17 +1,18 @@
 """Batch inference over a folder (--predict-dir) and export for serving (--export)."""
 
 import os
-import runpy
 
 import keras
 import numpy as np
 import pytest
 import skimage.io
 import tensorflow as tf
-
 from conftest import HEIGHT, N_CLASSES, WIDTH, write_book_dataset
-from inference import (
-    InferenceError,
+
+from model import build_model
+from segmentation.classes import class_colors
+from segmentation.errors import InferenceError
+from segmentation.inference import (
     check_export_paths,
     list_images,
     overlay,
@@ -19,8 +20,6 @@ from inference import (
     predict_directory,
     resize_labels,
 )
-from model import build_model
-from via import class_colors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
@@ -28,10 +27,6 @@ CLASS_COLOURS = class_colors(N_CLASSES)
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
 
 
-def call_main(argv, capsys):
-    status = runpy.run_path(SCRIPT)["main"](argv)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +141,7 @@ def test_predict_directory_batches_resizes_back_and_skips_unreadable(tmp_path):
     assert not (tmp_path / "out" / "d-mask.png").exists()
 
 
-def test_predict_dir_command_line(tiny_network, tmp_path, capsys):
+def test_predict_dir_command_line(tiny_network, tmp_path, run_cli):
     fcn, weights, common = tiny_network
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -156,7 +151,7 @@ def test_predict_dir_command_line(tiny_network, tmp_path, capsys):
     before = folder_bytes(photos)
     out = tmp_path / "out"
     argv = ["--restore-weights", weights, "--predict-dir", str(photos), "--predict-output", str(out), *common]
-    status, stdout, stderr = call_main(argv, capsys)
+    status, stdout, stderr = run_cli(argv)
     assert status == 0, stderr
     assert "Wrote 3 mask(s) and overlay(s)" in stdout
     assert sorted(os.listdir(out)) == sorted(f"{stem}-{kind}.png" for stem in ("big", "small", "exact")
@@ -171,13 +166,13 @@ def test_predict_dir_command_line(tiny_network, tmp_path, capsys):
 
     # Run again: nothing of the first run is overwritten without --overwrite.
     outputs = folder_bytes(out)
-    status, _, stderr = call_main(argv, capsys)
+    status, _, stderr = run_cli(argv)
     assert status == 2 and stderr.count("\n") == 1 and "exist already" in stderr and "--overwrite" in stderr
     assert folder_bytes(out) == outputs
 
     # An unreadable file is skipped with a warning; the others are segmented; status 2 at the end.
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 cut short")
-    status, stdout, stderr = call_main([*argv, "--overwrite"], capsys)
+    status, stdout, stderr = run_cli([*argv, "--overwrite"])
     assert status == 2
     assert f"skipped {photos / 'broken.jpg'}: cannot read the image" in stdout
     assert stderr.count("\n") == 1 and "1 of 4 image(s) could not be read and were skipped" in stderr
@@ -185,12 +180,12 @@ def test_predict_dir_command_line(tiny_network, tmp_path, capsys):
     assert "broken-mask.png" not in os.listdir(out)
 
 
-def test_export_round_trips_and_never_overwrites(tiny_network, tmp_path, capsys):
+def test_export_round_trips_and_never_overwrites(tiny_network, tmp_path, run_cli):
     fcn, weights, common = tiny_network
     images = np.random.default_rng(0).random((2, HEIGHT, WIDTH, 3), dtype=np.float32)
     expected = fcn.predict_on_batch(images)
     target = tmp_path / "fcn"
-    status, stdout, stderr = call_main(["--restore-weights", weights, "--export", str(target), *common], capsys)
+    status, stdout, stderr = run_cli(["--restore-weights", weights, "--export", str(target), *common])
     assert status == 0, stderr
     assert "Exported the network" in stdout
     assert sorted(os.listdir(tmp_path)) == ["fcn", "fcn.keras"]
@@ -202,14 +197,14 @@ def test_export_round_trips_and_never_overwrites(tiny_network, tmp_path, capsys)
     np.testing.assert_allclose(served.serve(tf.constant(images)).numpy(), expected, atol=1e-5)
 
     keras_bytes = (tmp_path / "fcn.keras").read_bytes()
-    status, _, stderr = call_main(["--restore-weights", weights, "--export", f"{target}.keras", *common], capsys)
+    status, _, stderr = run_cli(["--restore-weights", weights, "--export", f"{target}.keras", *common])
     assert status == 2 and stderr.count("\n") == 1
     assert "exist(s) already" in stderr and "--overwrite" in stderr
     assert (tmp_path / "fcn.keras").read_bytes() == keras_bytes
 
     # --overwrite replaces an earlier export, never some other folder.
-    status, _, stderr = call_main(
-        ["--restore-weights", weights, "--export", str(target), "--overwrite", *common], capsys)
+    status, _, stderr = run_cli(
+        ["--restore-weights", weights, "--export", str(target), "--overwrite", *common])
     assert status == 0, stderr
     assert sorted(os.listdir(tmp_path)) == ["fcn", "fcn.keras"]
     served = tf.saved_model.load(str(target))
@@ -235,7 +230,7 @@ def test_export_round_trips_and_never_overwrites(tiny_network, tmp_path, capsys)
         (["--evaluate", "--overwrite"], "--overwrite is used with --train, --predict-dir or --export"),
     ],
 )
-def test_bad_inference_input_ends_with_one_line_and_status_2(tiny_network, tmp_path, capsys, extra, message):
+def test_bad_inference_input_ends_with_one_line_and_status_2(tiny_network, tmp_path, run_cli, extra, message):
     _, weights, common = tiny_network
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -245,7 +240,7 @@ def test_bad_inference_input_ends_with_one_line_and_status_2(tiny_network, tmp_p
     def fill(text):
         return text.replace("PHOTOS", str(photos)).replace("OUT", str(tmp_path / "out")).replace("WEIGHTS", weights)
 
-    status, _, stderr = call_main([*common, *map(fill, extra)], capsys)
+    status, _, stderr = run_cli([*common, *map(fill, extra)])
     message = fill(message)
     assert status == 2
     assert stderr.count("\n") == 1 and message in stderr, stderr

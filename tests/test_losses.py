@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from losses import WeightedCrossentropy, build_loss, median_frequency_weights, soft_dice_loss
+from segmentation.losses import WeightedCrossentropy, build_loss, median_frequency_weights, soft_dice_loss
 
 
 def test_median_frequency_weights_of_a_known_mask():

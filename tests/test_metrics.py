@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from metrics import SegmentationScores, confusion_matrices, iou_from_confusion
+from segmentation.metrics import SegmentationScores, confusion_matrices, iou_from_confusion
 
 TRUTH = np.array(
     [

@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from model import build_fcn, build_model, configure_batchnorm, weights_name
+from model import build_fcn, build_model, configure_batchnorm
 from resnet import build_resnet, check_input_shape
+from segmentation.paths import weights_name
 
 
 def count(weights):

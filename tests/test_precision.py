@@ -2,7 +2,7 @@
 
 import pytest
 
-from precision import AUTO, POLICIES, cpu_has_amx_bf16, resolve_precision
+from segmentation.precision import AUTO, POLICIES, cpu_has_amx_bf16, resolve_precision
 
 AMX_FLAGS = "flags\t\t: fpu vme avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
 ZEN_FLAGS = "flags\t\t: fpu vme avx512f avx512_bf16\n"
@@ -26,7 +26,7 @@ def test_an_unreadable_cpu_description_means_no_amx(tmp_path):
         ("off", False, True, "mixed_bfloat16"),
         # XLA cannot compile the mixed bfloat16 gradient of the bilinear upsampling.
         ("on", False, True, "float32"),
-        # avx512_bf16 without AMX ran 15x slower than float32 (README, Speed).
+        # avx512_bf16 without AMX ran 15x slower than float32 (docs/precision.md).
         ("auto", False, False, "float32"),
         # Not measured on a GPU: the book's float32.
         ("auto", True, True, "float32"),

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from model import build_model, configure_batchnorm
-from remat import recompute_in_backward, remat_level
+from segmentation.remat import recompute_in_backward, remat_level
 
 SHAPE = (64, 64, 3)
 

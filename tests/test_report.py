@@ -2,16 +2,16 @@
 
 import glob
 import os
-import runpy
 
 import numpy as np
 import pytest
 import skimage.io
 import tensorflow as tf
-
 from conftest import HEIGHT, WIDTH, write_book_dataset
-from metrics import SegmentationScores
-from report import Example, draw_report, pick_examples
+
+from segmentation import cli
+from segmentation.metrics import SegmentationScores
+from segmentation.report import Example, draw_report, pick_examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
@@ -19,10 +19,6 @@ TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--dept
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def call_main(argv, capsys):
-    status = runpy.run_path(SCRIPT)["main"](argv)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def scores_of(correct_shares):
@@ -90,7 +86,7 @@ def trained_with_logs(tmp_path_factory):
     write_book_dataset(data_path, num_train=4, num_test=3)
     argv = ["--train", "--epochs", "2", "--seed", "0", "--workers", "1", *TINY, "--data-path", data_path,
             "--save-dir", str(workdir / "weights"), "--tensorboard", str(workdir / "logs")]
-    status = runpy.run_path(SCRIPT)["main"](argv)
+    status = cli.main(argv)
     return workdir, status
 
 
@@ -130,10 +126,10 @@ def test_training_ends_with_a_one_page_report(trained_with_logs):
     assert not [name for name in os.listdir(workdir / "weights") if "partial" in name]
 
 
-def test_tensorboard_is_used_with_train(tmp_path, capsys):
+def test_tensorboard_is_used_with_train(tmp_path, run_cli):
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=2, num_test=2)
-    status, _, err = call_main(["--evaluate", "--tensorboard", str(tmp_path / "logs"), *TINY,
-                                "--data-path", data_path], capsys)
+    status, _, err = run_cli(["--evaluate", "--tensorboard", str(tmp_path / "logs"), *TINY,
+                                "--data-path", data_path])
     assert status == 2 and err.count("\n") == 1 and "--tensorboard is used with --train" in err
     assert not (tmp_path / "logs").exists()

@@ -3,7 +3,7 @@
 import csv
 import json
 import os
-import runpy
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,10 +11,11 @@ import time
 
 import numpy as np
 import pytest
-
-from checkpoints import best_metrics_path, last_state_path, read_training_state
 from conftest import HEIGHT, WIDTH, write_book_dataset
+
 from model import build_model
+from segmentation.checkpoints import read_training_state
+from segmentation.paths import best_metrics_path, last_state_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
@@ -24,9 +25,9 @@ STATE = "ResNet11v2-1layer-drinks-last.state.npz"
 # Runs the real CLI in a subprocess, with one added callback that, at batch PAUSE_BATCH of
 # epoch PAUSE_EPOCH (0-based), creates PAUSE_MARKER and sleeps: the test then signals the
 # process there, in the middle of an epoch, every time.
-LAUNCHER = """
+LAUNCHER = f"""
 import os, runpy, sys, time
-sys.path.insert(0, {root!r})
+
 import keras
 
 class Pause(keras.callbacks.Callback):
@@ -39,10 +40,12 @@ class Pause(keras.callbacks.Callback):
             time.sleep(600)
 
 fit = keras.Model.fit
-keras.Model.fit = lambda self, *args, callbacks=(), **kwargs: fit(self, *args, callbacks=[*callbacks, Pause()], **kwargs)
-sys.argv = [{script!r}, *sys.argv[1:]]
-runpy.run_path({script!r}, run_name="__main__")
-""".format(root=ROOT, script=SCRIPT)
+keras.Model.fit = lambda self, *args, callbacks=(), **kwargs: fit(
+    self, *args, callbacks=[*callbacks, Pause()], **kwargs
+)
+sys.argv = [{SCRIPT!r}, *sys.argv[1:]]
+runpy.run_path({SCRIPT!r}, run_name="__main__")
+"""
 
 
 def environment(**extra):
@@ -108,8 +111,10 @@ def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path):
     assert lines[0].endswith("--resume") and lines[0].count("--resume") == 1
     assert read_training_state(str(save_dir / STATE)).epochs_done == 2
 
-    # The resume command it printed finishes the run: no gap, no duplicate epoch.
-    result = subprocess.run([sys.executable, SCRIPT, *args, "--resume"], cwd=tmp_path, capture_output=True,
+    # The very command it printed finishes the run: no gap, no duplicate epoch.
+    printed = shlex.split(lines[0].split("resume with: ", 1)[1])
+    assert printed[:2] == ["python3", "fcn-12.3.1.py"]
+    result = subprocess.run([sys.executable, SCRIPT, *printed[2:]], cwd=tmp_path, capture_output=True,
                             text=True, env=environment(), timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Epoch 3/4" in result.stdout and "Epoch 4/4" in result.stdout and "Epoch 2/4" not in result.stdout
@@ -129,11 +134,6 @@ def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path):
     assert not [name for name in os.listdir(save_dir) if ".partial" in name]
 
 
-def call_main(argv, capsys):
-    main = runpy.run_path(SCRIPT)["main"]
-    status = main(argv)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def save_tiny_best(save_dir, miou):
@@ -151,16 +151,15 @@ def snapshot(folder):
     return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
 
 
-def test_nan_loss_stops_with_status_3_and_saves_nothing(book_dataset, tmp_path, capsys):
+def test_nan_loss_stops_with_status_3_and_saves_nothing(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     save_dir = tmp_path / "weights"
     save_tiny_best(str(save_dir), 0.5)
     before = snapshot(save_dir)
     # --overwrite lowers the bar to 0, so only the NaN guard keeps the broken model out.
-    status, out, err = call_main(
+    status, out, err = run_cli(
         ["--train", "--epochs", "2", "--overwrite", "--learning-rate", "1e30", *TINY,
-         "--data-path", data_path, "--save-dir", str(save_dir)], capsys,
-    )
+         "--data-path", data_path, "--save-dir", str(save_dir)])
     assert status == 3
     assert err.count("\n") == 1 and "error: the training loss became nan" in err and "--learning-rate" in err
     assert "--overwrite: the existing best weights" in out
@@ -168,14 +167,13 @@ def test_nan_loss_stops_with_status_3_and_saves_nothing(book_dataset, tmp_path, 
     assert not os.path.exists(last_state_path(str(save_dir / WEIGHTS)))
 
 
-def test_a_better_existing_best_model_is_kept(book_dataset, tmp_path, capsys):
+def test_a_better_existing_best_model_is_kept(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     save_dir = tmp_path / "weights"
     path = save_tiny_best(str(save_dir), 0.99)
     weights_before = (save_dir / WEIGHTS).read_bytes()
-    status, out, err = call_main(
-        ["--train", "--epochs", "1", *TINY, "--data-path", data_path, "--save-dir", str(save_dir)], capsys
-    )
+    status, out, err = run_cli(
+        ["--train", "--epochs", "1", *TINY, "--data-path", data_path, "--save-dir", str(save_dir)])
     assert status == 0, err
     assert "(mIoU 0.9900, epoch 7): this run replaces them only with a better model" in out
     assert "Epoch 1: mIoU" in out and "(best 0.9900)" in out

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from schedules import LearningRateLogger, WarmupCosine, lr_schedule_code, lr_schedule_text, warmup_cosine
+from segmentation.schedules import LearningRateLogger, WarmupCosine, lr_schedule_code, lr_schedule_text, warmup_cosine
 
 
 @pytest.mark.parametrize(

@@ -4,19 +4,15 @@ import os
 
 import keras
 import numpy as np
-import pytest
-
 from conftest import HEIGHT, WIDTH
-from data_generator import DataGenerator, load_labels
+
+from data_generator import DataGenerator
 from model import build_model
-from metrics import SegmentationScores
-from training import (
-    AccuracyCallback,
-    CollapseMonitor,
-    collapse_hint,
-    evaluate_dataset,
-    save_weights_atomically,
-)
+from segmentation.callbacks import AccuracyCallback
+from segmentation.checkpoints import save_weights_atomically
+from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
+from segmentation.labels import load_labels
+from segmentation.metrics import SegmentationScores
 
 
 def tiny_setup(data_path):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-import via
+from segmentation import classes, via
 
 HEIGHT, WIDTH = 64, 96
 
@@ -156,7 +156,7 @@ def test_one_hot_has_exactly_one_channel_per_pixel():
 
 
 def test_class_colors_are_the_books_then_more():
-    colors = via.class_colors(20)
+    colors = classes.class_colors(20)
     np.testing.assert_array_equal(colors[:4], [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]])
     assert colors.shape == (20, 3) and not (colors[1:] == 0).all(axis=1).any()
 

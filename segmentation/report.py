@@ -11,21 +11,18 @@ median and best test images by the book's mIoU.
 import dataclasses
 import os
 
-import matplotlib
+import keras
+import matplotlib.ticker
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import matplotlib.ticker  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+from data_generator import DataGenerator
+from segmentation.checkpoints import write_atomically
+from segmentation.classes import class_names, colorize
+from segmentation.evaluation import evaluate_dataset
+from segmentation.images import read_image
+from segmentation.metrics import SegmentationScores
 
-from checkpoints import write_atomically  # noqa: E402
-from data_generator import DataGenerator, read_image  # noqa: E402
-from figures import colorize  # noqa: E402
-from metrics import SegmentationScores, class_names  # noqa: E402
-from training import evaluate_dataset  # noqa: E402
-
-REPORT_FILE = "report.png"
 # Panel grid: the top row has 4 plots, each example row 3 pictures; 12 columns fit both.
 GRID_COLUMNS = 12
 # Per-epoch values drawn on the metrics plot, with their legends.
@@ -103,7 +100,7 @@ def collect_examples(model: keras.Model, generator: DataGenerator, picked: list[
 
 
 def draw_report(history: dict[str, list[float]], scores: SegmentationScores, examples: list[Example],
-                title: str) -> plt.Figure:
+                title: str) -> Figure:
     """Draws the report page.
 
     Args:
@@ -117,7 +114,7 @@ def draw_report(history: dict[str, list[float]], scores: SegmentationScores, exa
         The figure (the caller saves and closes it).
     """
     names = class_names(scores.n_classes)
-    fig = plt.figure(figsize=(18, 4.5 + 3.6 * len(examples)), layout="constrained")
+    fig = Figure(figsize=(18, 4.5 + 3.6 * len(examples)), layout="constrained")
     grid = fig.add_gridspec(1 + len(examples), GRID_COLUMNS, height_ratios=[1.25] + [1.0] * len(examples))
     quarter = GRID_COLUMNS // 4
 
@@ -147,7 +144,8 @@ def draw_report(history: dict[str, list[float]], scores: SegmentationScores, exa
     positions = np.arange(scores.n_classes)
     bars = iou_axis.bar(positions, np.nan_to_num(class_iou), color=colorize(positions) / 255.0, edgecolor="black")
     for bar, iou in zip(bars, class_iou):
-        iou_axis.annotate("n/a" if np.isnan(iou) else f"{iou:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+        label = "n/a" if np.isnan(iou) else f"{iou:.2f}"
+        iou_axis.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                           ha="center", va="bottom", fontsize=8)
     iou_axis.set_xticks(positions, names, rotation=30, ha="right", fontsize=8)
     iou_axis.set(title=f"IoU per class, best weights (mean {scores.dataset_miou:.3f})", ylim=(0, 1.1))
@@ -197,8 +195,5 @@ def write_training_report(model: keras.Model, generator: DataGenerator, history:
     fig = draw_report(history, scores, examples, f"{title}\nbest weights on the test set: mIoU {scores.mean_iou:.4f} "
                       f"(book), {scores.dataset_miou:.4f} (data-set level), pixel accuracy "
                       f"{100 * scores.mean_pixel_accuracy:.2f}%, {len(scores.images)} images")
-    try:
-        write_atomically(path, lambda temporary: fig.savefig(temporary, dpi=80, format="png"), suffix=".png")
-    finally:
-        plt.close(fig)
+    write_atomically(path, lambda temporary: fig.savefig(temporary, dpi=80, format="png"), suffix=".png")
     return scores

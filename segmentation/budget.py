@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import keras
 
-from schedules import WarmupCosine
+from segmentation.schedules import WarmupCosine
 
 logger = logging.getLogger(__name__)
 

@@ -26,20 +26,17 @@ import numpy as np
 import skimage.io
 import skimage.transform
 
-from checkpoints import write_atomically
-from data_generator import DatasetError, decode_image
-from figures import colorize
+from segmentation.checkpoints import write_atomically
+from segmentation.classes import colorize
+from segmentation.errors import DatasetError, InferenceError
+from segmentation.images import decode_image
+from segmentation.paths import KERAS_SUFFIX, PREDICTION_DIR, SAVED_MODEL_FILE, check_output_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Weight of the coloured mask over an object's pixels in the overlay; background is left as it is.
 OVERLAY_OPACITY = 0.5
-KERAS_SUFFIX = ".keras"
-# A SavedModel folder holds this file; only such a folder may be replaced by an export.
-SAVED_MODEL_FILE = "saved_model.pb"
 
-
-class InferenceError(Exception):
-    """An input folder or output path cannot be used; the message says how to fix it."""
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -325,3 +322,49 @@ def export_model(model: keras.Model, keras_path: str, saved_model_dir: str) -> N
         shutil.rmtree(previous)
     else:
         os.replace(temporary, saved_model_dir)
+
+
+def plan_predict_dir(input_dir: str, output_dir: str | None, overwrite: bool) -> tuple[list[PlannedImage], str]:
+    """Lists the images of `--predict-dir` and names their outputs, refusing to overwrite.
+
+    Args:
+        input_dir: str. The `--predict-dir` folder.
+        output_dir: str or None. The `--predict-output` folder; None means
+            `prediction/<name of input_dir>`.
+        overwrite: bool. The `--overwrite` flag.
+
+    Returns:
+        `(planned images, output folder)`.
+
+    Raises:
+        InferenceError, UsageError: for a folder without images or outputs in the way.
+    """
+    image_paths = list_images(input_dir)
+    if output_dir is None:
+        output_dir = os.path.join(PREDICTION_DIR, os.path.basename(os.path.abspath(input_dir)))
+    check_output_dir(output_dir, "--predict-output")
+    return plan_outputs(image_paths, output_dir, overwrite), output_dir
+
+
+
+def segment_folder(model: keras.Model, planned: list[PlannedImage], output_dir: str, batch_size: int,
+                   verbose: int) -> None:
+    """Segments the planned images with a progress bar, and logs where the outputs are.
+
+    Unreadable images are skipped with a warning line each, so the rest are
+    still segmented.
+
+    Raises:
+        DatasetError: after the run, if any image was skipped (exit status 2).
+    """
+    logger.info("Segmenting %d image(s) into %s/, %d per batch", len(planned), output_dir, batch_size)
+    summary = predict_directory(model, planned, output_dir, batch_size=batch_size, verbose=verbose)
+    for _, reason in summary.skipped:
+        logger.warning("skipped %s", reason)
+    logger.info("Wrote %d mask(s) and overlay(s) to %s/ (<image>-mask.png, <image>-overlay.png)",
+                len(summary.written), output_dir)
+    if summary.skipped:
+        raise DatasetError(
+            f"{len(summary.skipped)} of {len(planned)} image(s) could not be read and were skipped (named above); "
+            f"the other {len(summary.written)} are segmented in {output_dir}/."
+        )

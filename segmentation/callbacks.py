@@ -18,143 +18,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from checkpoints import (
+from data_generator import DataGenerator
+from segmentation.checkpoints import (
     TrainingState,
-    best_metrics_path,
     save_training_state,
     save_weights_atomically,
     write_atomically,
     write_json_atomically,
 )
-from data_generator import DataGenerator
-from metrics import SegmentationScores, class_names
+from segmentation.errors import NonFiniteLossError
+from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
+from segmentation.paths import MIOU_HISTORY, MPLA_HISTORY, best_metrics_path
 
 logger = logging.getLogger(__name__)
-
-# Epochs in a row a class present in the test set may score IoU 0 before a warning.
-COLLAPSE_PATIENCE = 3
-# The short-run recipe for small data sets (docs/small-data.md): each flag, and whether a run's
-# settings already have it.
-SHORT_RUN_RECIPE = (
-    ("--depth 20", lambda settings: settings.get("depth", 56) <= 20),
-    ("--loss ce+dice", lambda settings: settings.get("loss") == "ce+dice"),
-    ("--bn-momentum 0.9", lambda settings: settings.get("bn_momentum", 0.99) <= 0.9),
-    ("--lr-schedule cosine", lambda settings: settings.get("lr_schedule") == "cosine"),
-)
-
-
-class NonFiniteLossError(Exception):
-    """The loss or the weights became NaN or infinite; the message says when."""
-
-
-def predict_batch(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """The model's output for one batch, computed by this process alone.
-
-    Within the scope of a `tf.distribute` strategy with several replicas,
-    `predict_on_batch` runs the whole batch on every replica and concatenates
-    the copies (across workers a collective op); a plain call reads the
-    mirrored weights once and waits for no other worker.
-
-    Args:
-        model: keras.Model. Maps images to per-pixel class probabilities.
-        images: np.ndarray. A batch of images.
-
-    Returns:
-        The probabilities, one row per image.
-    """
-    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        return model.predict_on_batch(images)
-    return keras.ops.convert_to_numpy(model(images, training=False))
-
-
-def evaluate_dataset(
-    model: keras.Model,
-    generator: DataGenerator,
-    on_batch: Callable[[list[str], np.ndarray, np.ndarray, np.ndarray], None] | None = None,
-) -> SegmentationScores:
-    """Scores a model on a data set, one `predict_on_batch` per batch.
-
-    Args:
-        model: keras.Model. Maps images to per-pixel class probabilities.
-        generator: DataGenerator. The test split, unshuffled, last batch kept.
-        on_batch: callable or None. Called with each batch's image names,
-            images, true and predicted class maps (e.g. to save figures).
-            Defaults to None.
-
-    Returns:
-        The filled `SegmentationScores`.
-    """
-    scores = SegmentationScores(generator.n_classes)
-    for index in range(len(generator)):
-        # Class-index maps straight from the generator: no one-hot round trip.
-        images, true_labels = generator.batch_class_maps(index)
-        keys = generator.batch_keys(index)
-        predicted_labels = np.argmax(predict_batch(model, images), axis=-1)
-        scores.update(keys, true_labels, predicted_labels)
-        if on_batch is not None:
-            on_batch(keys, images, true_labels, predicted_labels)
-    return scores
-
-
-def collapse_hint(settings: dict | None = None) -> str:
-    """What to try when a network collapses: the short-run recipe's flags the run lacks, or what next.
-
-    Args:
-        settings: dict or None. The run's settings (as stored with its best
-            weights); None (or anything but a dict) when unknown, which names
-            the whole recipe.
-
-    Returns:
-        One clause for the collapse warnings.
-    """
-    known = settings if isinstance(settings, dict) else {}
-    missing = [flag for flag, present in SHORT_RUN_RECIPE if not present(known)]
-    if missing:
-        return f"for a small data set try {' '.join(missing)} (docs/small-data.md)"
-    return "the run already has the short-run recipe: train longer (--epochs, --time-budget) or on more images"
-
-
-class CollapseMonitor:
-    """Notices a network that has collapsed to a few classes, which pixel accuracy hides.
-
-    One warning when every test pixel is predicted as one class; one when a
-    class present in the test ground truth has scored IoU 0 for `patience`
-    epochs in a row.
-
-    Args:
-        n_classes: int. Number of classes including background.
-        patience: int. Epochs of IoU 0 before warning. Defaults to
-            `COLLAPSE_PATIENCE`.
-        hint: str. What the warnings suggest. Defaults to the whole short-run
-            recipe (`collapse_hint()`).
-    """
-
-    def __init__(self, n_classes: int, patience: int = COLLAPSE_PATIENCE, hint: str | None = None):
-        self.names = class_names(n_classes)
-        self.patience = patience
-        self.hint = hint or collapse_hint()
-        self.zero_epochs = np.zeros(n_classes, dtype=int)
-
-    def check(self, scores: SegmentationScores) -> list[str]:
-        """Updates the counts with one epoch's scores; returns the warnings, one line each."""
-        warnings = []
-        predicted = scores.predicted_classes
-        if len(predicted) == 1:
-            warnings.append(
-                f"the network predicts '{self.names[predicted[0]]}' for every test pixel: it has collapsed "
-                f"to one class, whatever the pixel accuracy says; {self.hint}."
-            )
-        present = scores.confusion.sum(axis=1) > 0
-        zero = present & (np.nan_to_num(scores.class_iou, nan=1.0) == 0)
-        self.zero_epochs = np.where(zero, self.zero_epochs + 1, 0)
-        stuck = np.flatnonzero(self.zero_epochs >= self.patience)
-        if len(stuck) and len(predicted) > 1:
-            names = ", ".join(f"'{self.names[k]}'" for k in stuck)
-            warnings.append(
-                f"{names} present in the test set but IoU 0 for {self.patience} or more epochs in a row: "
-                f"the network is not learning {'it' if len(stuck) == 1 else 'them'}; {self.hint}."
-            )
-        return warnings
 
 
 class AccuracyCallback(keras.callbacks.Callback):
@@ -250,8 +126,8 @@ def save_histories(save_dir: str, miou_history: list[float], mpla_history: list[
         miou_history: list of float. mIoU per epoch.
         mpla_history: list of float. Mean pixel accuracy per epoch, in percent.
     """
-    np.save(os.path.join(save_dir, "miou_history.npy"), np.array(miou_history, dtype=np.float64))
-    np.save(os.path.join(save_dir, "mpla_history.npy"), np.array(mpla_history, dtype=np.float64))
+    np.save(os.path.join(save_dir, MIOU_HISTORY), np.array(miou_history, dtype=np.float64))
+    np.save(os.path.join(save_dir, MPLA_HISTORY), np.array(mpla_history, dtype=np.float64))
 
 
 def write_history_csv(path: str, history: dict[str, list[float]], epochs_done: int) -> None:

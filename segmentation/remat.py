@@ -27,8 +27,8 @@ either way.
 import keras
 import tensorflow as tf
 
-import batchnorm
 from resnet import stage_outputs
+from segmentation import batchnorm
 
 AUTO = "auto"
 LEVELS = ("off", "stage0", "all")

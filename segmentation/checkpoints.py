@@ -16,31 +16,17 @@ Every file is written to a temporary name in the same folder and renamed into pl
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Callable
 
 import keras
 import numpy as np
 
-WEIGHTS_SUFFIX = ".weights.h5"
-BEST_SUFFIX = "-best-iou"
-LAST_STATE_SUFFIX = "-last.state.npz"
+from segmentation.config import TrainingSettings, setting_differences
+from segmentation.errors import CheckpointError, UsageError
+from segmentation.paths import BOOK_WEIGHTS_SUFFIX, WEIGHTS_SUFFIX, best_metrics_path
+
 STATE_FORMAT = 1
-# Settings that must match for a state or a best model to belong to the same experiment.
-RESUME_SETTINGS = (
-    "height", "width", "layers", "depth", "n_classes", "dataset", "batch_size", "lr_schedule",
-    "learning_rate", "augment", "class_weights", "loss", "precision", "bn_momentum", "passes",
-)
-# What a state saved before a setting existed ran with (the book's recipe).
-SETTING_DEFAULTS = {
-    "augment": False, "class_weights": "none", "loss": "ce", "precision": "float32", "bn_momentum": 0.99,
-    "passes": 1,
-}
-
-
-class CheckpointError(Exception):
-    """A checkpoint file cannot be used; the message names it and says how to fix it."""
-
-
 @dataclasses.dataclass
 class TrainingState:
     """What `--resume` needs besides the weights and optimizer variables.
@@ -53,7 +39,7 @@ class TrainingState:
         best_miou: float. The mIoU the best weights file holds (the bar to beat).
         seed: int or None. The `--seed` of the run.
         shuffle_seed: int. Seed of the training set's shuffling.
-        settings: dict. Model, data and schedule settings (see `RESUME_SETTINGS`).
+        settings: dict. The run's `TrainingSettings` as recorded (`TrainingSettings.as_record`).
     """
 
     epochs_done: int
@@ -63,19 +49,6 @@ class TrainingState:
     seed: int | None
     shuffle_seed: int
     settings: dict
-
-
-def best_metrics_path(weights_path: str) -> str:
-    """The JSON file beside a best-weights file: `<name>-best-iou.json`."""
-    stem = weights_path[: -len(WEIGHTS_SUFFIX)] if weights_path.endswith(WEIGHTS_SUFFIX) else weights_path
-    return stem + ".json"
-
-
-def last_state_path(weights_path: str) -> str:
-    """The last-state file of a run whose best weights go to `weights_path`."""
-    stem = weights_path[: -len(WEIGHTS_SUFFIX)] if weights_path.endswith(WEIGHTS_SUFFIX) else weights_path
-    stem = stem[: -len(BEST_SUFFIX)] if stem.endswith(BEST_SUFFIX) else stem
-    return stem + LAST_STATE_SUFFIX
 
 
 def write_atomically(path: str, write: Callable[[str], None], suffix: str = ".tmp") -> None:
@@ -201,22 +174,18 @@ def read_training_state(path: str) -> TrainingState:
     return state
 
 
-def check_same_settings(state: TrainingState, settings: dict, path: str) -> None:
+def check_same_settings(state: TrainingState, settings: TrainingSettings, path: str) -> None:
     """Refuses to resume a state under different model, data or schedule settings.
 
     Args:
         state: TrainingState. The saved state.
-        settings: dict. This run's settings.
+        settings: TrainingSettings. This run's settings.
         path: str. The state file, for the message.
 
     Raises:
         CheckpointError: naming every setting that differs.
     """
-    differences = [
-        f"{key} {state.settings.get(key, SETTING_DEFAULTS.get(key))!r} (now {settings.get(key)!r})"
-        for key in RESUME_SETTINGS
-        if state.settings.get(key, SETTING_DEFAULTS.get(key)) != settings.get(key)
-    ]
+    differences = setting_differences(state.settings, settings)
     if differences:
         raise CheckpointError(
             f"{path}: the run was saved with {', '.join(differences)}; give the same flags "
@@ -249,4 +218,68 @@ def restore_training_state(model: keras.Model, path: str) -> None:
         raise CheckpointError(
             f"{path}: the saved state does not fit this model or is damaged ({detail}); start "
             "afresh or continue from the best weights with --restore-weights."
+        ) from None
+
+
+def resolve_weights_path(name: str, save_dir: str) -> tuple[str, str]:
+    """Finds the weights file a `--restore-weights` value means.
+
+    Tries `<save_dir>/NAME`, then NAME as a path. A book-style `.h5` name is
+    taken as it is if that file exists (the book's own Keras 2 weights),
+    otherwise it means the Keras 3 `.weights.h5` file of the same name.
+
+    Args:
+        name: str. The `--restore-weights` value.
+        save_dir: str. The `--save-dir` value.
+
+    Returns:
+        `(path, explanation)`: the file to load and a sentence on how it was found.
+
+    Raises:
+        UsageError: if no candidate exists.
+    """
+    tried = []
+    for base in dict.fromkeys([os.path.join(save_dir, name), name]):
+        if base.endswith(WEIGHTS_SUFFIX):
+            candidates = [base]
+        elif base.endswith(BOOK_WEIGHTS_SUFFIX):
+            candidates = [base, base[: -len(BOOK_WEIGHTS_SUFFIX)] + WEIGHTS_SUFFIX]
+        else:
+            candidates = [base, base + WEIGHTS_SUFFIX]
+        for candidate in candidates:
+            tried.append(candidate)
+            if os.path.isfile(candidate):
+                if candidate == base:
+                    return candidate, f"Loading weights {candidate}"
+                return candidate, (
+                    f"Loading weights {candidate} (--restore-weights {name} names no file; Keras 3 "
+                    f"saves weights with the {WEIGHTS_SUFFIX} suffix)"
+                )
+    names = os.listdir(save_dir) if os.path.isdir(save_dir) else []
+    available = sorted(name for name in names if name.endswith(BOOK_WEIGHTS_SUFFIX))
+    hint = f" Weights in {save_dir}: {', '.join(available)}." if available else " Train first with --train."
+    raise UsageError(f"--restore-weights {name}: no such file (tried {', '.join(tried)}).{hint}")
+
+
+
+def restore_weights(model: keras.Model, path: str) -> None:
+    """Loads weights, turning Keras' errors into one-line UsageErrors.
+
+    Args:
+        model: keras.Model. The FCN.
+        path: str. A `.weights.h5` file, or the book's Keras 2 `.h5` file.
+
+    Raises:
+        UsageError: if the file is unreadable or does not fit the model.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Keras warns per mismatched sublayer before raising; the error says it once.
+            warnings.simplefilter("ignore")
+            model.load_weights(path)
+    except Exception as error:  # h5py and Keras raise many types for a bad or mismatched file
+        detail = " ".join(str(error).split())[:300]
+        raise UsageError(
+            f"{path}: these weights do not fit the model (--layers, --depth, class count, "
+            f"--height/--width) or the file is damaged: {detail}"
         ) from None

@@ -1,21 +1,18 @@
 """Pictures of segmentations: coloured masks and Figure 12.5.3's triptych.
 
 Colours follow the book: background black, class 1 (water bottle) red, 2
-(soda can) green, 3 (juice can) blue, then more. `colorize` is
-`utils.via.colorize`, the one home of the class colours, so a predicted mask
-paints each class as the ground-truth previews of `utils/` do.
+(soda can) green, 3 (juice can) blue, then more: `segmentation.classes`, the one
+home of the class colours, so a predicted mask paints each class as the
+ground-truth previews of `utils/` do.
 """
 
 import os
 
-import matplotlib
+import numpy as np
+import skimage.io
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-import skimage.io  # noqa: E402
-
-from utils.via import colorize  # noqa: E402
+from segmentation.classes import colorize
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -53,7 +50,8 @@ def save_triptych(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray, p
         path: str. PNG to write.
         title: str. Figure title, e.g. the image name and its scores.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, 3)
     panels = (("Input", image), ("Ground truth", colorize(truth)), ("Prediction", colorize(predicted)))
     for axis, (label, picture) in zip(axes, panels):
         axis.imshow(picture)
@@ -63,4 +61,3 @@ def save_triptych(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray, p
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

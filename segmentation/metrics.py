@@ -65,16 +65,6 @@ def iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
         return np.where(union > 0, intersection / np.maximum(union, 1), np.nan)
 
 
-DRINKS_CLASS_NAMES = ("background", "water bottle", "soda can", "juice can")
-
-
-def class_names(n_classes: int) -> list[str]:
-    """Display names: the drinks classes for a 4-class set, else 'class k'."""
-    if n_classes == len(DRINKS_CLASS_NAMES):
-        return list(DRINKS_CLASS_NAMES)
-    return ["background"] + [f"class {k}" for k in range(1, n_classes)]
-
-
 @dataclasses.dataclass
 class ImageScore:
     """The book's scores of one test image.

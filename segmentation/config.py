@@ -1,0 +1,221 @@
+"""One run's configuration: built once from the command line, frozen, and checked by pure functions.
+
+`RunConfig()` with no arguments is the book's run (`python3 fcn-12.3.1.py` with no added flag): its
+defaults are the parser's defaults. `TrainingSettings` is what a training run records with its best
+weights and its resume state; its defaults are what a state written before a setting existed ran with.
+"""
+
+import dataclasses
+import math
+
+from resnet import check_input_shape
+from segmentation.errors import UsageError
+from segmentation.precision import AUTO as PRECISION_AUTO
+from segmentation.remat import AUTO as REMAT_AUTO
+from segmentation.schedules import BASE_LEARNING_RATE
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Every flag of one run, as parsed; `cli.build_parser` says what each one is."""
+
+    # What to do.
+    train: bool = False
+    evaluate: bool = False
+    summary: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    # The network.
+    height: int = 480
+    width: int = 640
+    channels: int = 3
+    layers: int = 3
+    depth: int = 56
+    # The data.
+    data_path: str = "dataset/drinks"
+    train_labels: str = "segmentation_train.npy"
+    test_labels: str = "segmentation_test.npy"
+    dataset: str = "drinks"
+    # Training.
+    batch_size: int = 4
+    epochs: int = 100
+    workers: int = 4
+    learning_rate: float = BASE_LEARNING_RATE
+    lr_schedule: str = "text"
+    time_budget: float | None = None
+    seed: int | None = None
+    jit_compile: str = "auto"
+    precision: str = PRECISION_AUTO
+    remat: str = REMAT_AUTO
+    bn_momentum: float = 0.99
+    passes: int = 1
+    augment: bool = False
+    class_weights: str = "none"
+    loss: str = "ce"
+    distribute: str = "none"
+    tensorboard: str | None = None
+    # Inputs and outputs.
+    save_dir: str = "weights"
+    restore_weights: str | None = None
+    image_file: str | None = None
+    plot: bool = False
+    verbose: int = 1
+    predict_dir: str | None = None
+    predict_output: str | None = None
+    export: str | None = None
+
+    @classmethod
+    def from_namespace(cls, args: object) -> "RunConfig":
+        """The configuration of an `argparse.Namespace` holding every flag."""
+        return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    @property
+    def n(self) -> int:
+        """Residual blocks per stage: depth = 9n + 2."""
+        return (self.depth - 2) // 9
+
+    @property
+    def distributed(self) -> bool:
+        return self.distribute != "none"
+
+    @property
+    def infers(self) -> bool:
+        """Whether the run segments a folder or exports the network (both need trained weights)."""
+        return bool(self.predict_dir or self.export)
+
+    def training_settings(self, n_classes: int, precision: str) -> "TrainingSettings":
+        """The settings a training run records, with the class count and the dtype policy it resolved."""
+        recorded = {field.name for field in dataclasses.fields(TrainingSettings)} - {"n_classes", "precision"}
+        return TrainingSettings(n_classes=n_classes, precision=precision,
+                                **{name: getattr(self, name) for name in recorded})
+
+
+BOOK = RunConfig()
+
+
+def _setting(default: object = dataclasses.MISSING, *, must_match: bool = True) -> dataclasses.Field:
+    """A recorded setting; `must_match`: a run resumes only with the value it was saved with."""
+    return dataclasses.field(default=default, metadata={"must_match": must_match})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """What a training run records beside its best weights and in its resume state (`settings`)."""
+
+    height: int = _setting()
+    width: int = _setting()
+    layers: int = _setting()
+    depth: int = _setting()
+    n_classes: int = _setting()
+    dataset: str = _setting()
+    batch_size: int = _setting()
+    lr_schedule: str = _setting()
+    learning_rate: float = _setting()
+    seed: int | None = _setting(must_match=False)
+    data_path: str = _setting(must_match=False)
+    train_labels: str = _setting(must_match=False)
+    test_labels: str = _setting(must_match=False)
+    augment: bool = _setting(BOOK.augment)
+    class_weights: str = _setting(BOOK.class_weights)
+    loss: str = _setting(BOOK.loss)
+    # The book's arithmetic: what runs saved before `--precision auto` trained in.
+    precision: str = _setting("float32")
+    bn_momentum: float = _setting(BOOK.bn_momentum)
+    passes: int = _setting(BOOK.passes)
+    time_budget: float | None = _setting(None, must_match=False)
+
+    def as_record(self) -> dict:
+        """The settings as the JSON object stored in the files."""
+        return dataclasses.asdict(self)
+
+
+def recorded_setting(settings: dict, name: str) -> object:
+    """A setting of a stored record, or what a run saved before that setting existed ran with (None if none)."""
+    field = {field.name: field for field in dataclasses.fields(TrainingSettings)}[name]
+    default = None if field.default is dataclasses.MISSING else field.default
+    return settings.get(name, default)
+
+
+def setting_differences(saved: dict, current: TrainingSettings) -> list[str]:
+    """Each setting that must match for a resume and differs, as `name saved (now current)`."""
+    now = current.as_record()
+    return [
+        f"{field.name} {recorded_setting(saved, field.name)!r} (now {now[field.name]!r})"
+        for field in dataclasses.fields(TrainingSettings)
+        if field.metadata["must_match"] and recorded_setting(saved, field.name) != now[field.name]
+    ]
+
+
+def check_actions(config: RunConfig) -> None:
+    """Refuses flags given without the action they belong to, or with one they exclude."""
+    if (config.image_file or config.plot) and not config.evaluate:
+        raise UsageError("--image-file and --plot are used with --evaluate.")
+    if not (config.train or config.evaluate or config.summary or config.infers):
+        raise UsageError("nothing to do: give --train, --evaluate, --summary, --predict-dir or --export (see --help).")
+    if config.resume and not config.train:
+        raise UsageError("--resume is used with --train.")
+    if config.overwrite and not (config.train or config.infers):
+        raise UsageError("--overwrite is used with --train, --predict-dir or --export.")
+    if config.tensorboard and not config.train:
+        raise UsageError("--tensorboard is used with --train.")
+    if config.time_budget is not None and not config.train:
+        raise UsageError("--time-budget is used with --train.")
+    if config.predict_output and not config.predict_dir:
+        raise UsageError("--predict-output is used with --predict-dir.")
+    if config.infers and config.train:
+        raise UsageError("--predict-dir and --export are not used with --train: train first, then give them "
+                         "with --restore-weights.")
+    if config.infers and not config.restore_weights:
+        raise UsageError("--predict-dir and --export need trained weights: give --restore-weights.")
+    if config.resume and (config.overwrite or config.restore_weights):
+        raise UsageError("--resume continues the saved run as it was: leave out --overwrite and --restore-weights.")
+    if config.distributed and not config.train:
+        raise UsageError(f"--distribute {config.distribute} is used with --train.")
+    recomputing = config.remat not in (REMAT_AUTO, "off")
+    if recomputing and not config.train:
+        raise UsageError(f"--remat {config.remat} is used with --train.")
+    if recomputing and config.distributed:
+        # Synchronized BatchNormalization would count each batch twice in its statistics.
+        raise UsageError(f"--remat {config.remat} cannot be combined with --distribute {config.distribute}: "
+                         "leave one out.")
+    if config.distribute == "multi-worker" and config.seed is None:
+        # Every worker reads the whole training set and keeps its share of each batch.
+        raise UsageError("--distribute multi-worker: give every worker the same --seed S, so that they "
+                         "shuffle the training set in the same order.")
+
+
+def check_values(config: RunConfig) -> None:
+    """Refuses numbers out of range and settings that cannot work together."""
+    if config.time_budget is not None and not (math.isfinite(config.time_budget) and config.time_budget > 0):
+        raise UsageError(f"--time-budget {config.time_budget}: must be a positive number of minutes, e.g. 10.")
+    if config.channels != 3:
+        raise UsageError(f"--channels {config.channels}: the images are RGB, so --channels must be 3.")
+    if config.depth < 11 or (config.depth - 2) % 9:
+        raise UsageError(f"--depth {config.depth}: ResNet v2 depth must be 9n+2 (11, 20, ..., 56, 110).")
+    if config.batch_size < 1 or config.epochs < 1 or config.workers < 1 or config.passes < 1:
+        raise UsageError("--batch-size, --epochs, --workers and --passes must be at least 1.")
+    if not 0 <= config.bn_momentum < 1:
+        raise UsageError(f"--bn-momentum {config.bn_momentum}: must be in [0, 1), e.g. 0.9.")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise UsageError(f"--learning-rate {config.learning_rate}: must be a positive number, e.g. 1e-3.")
+    try:
+        check_input_shape(config.input_shape, config.layers)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if config.precision == "mixed_bfloat16" and config.jit_compile == "on":
+        # TensorFlow's XLA rejects the mixed bfloat16/float32 gradient of the bilinear upsampling.
+        raise UsageError("--precision mixed_bfloat16 does not compile with --jit-compile on: use --jit-compile off.")
+
+
+def check_config(config: RunConfig) -> None:
+    """All the checks that need nothing but the flags, in the order their errors are reported.
+
+    Raises:
+        UsageError: one line naming the flag, the value received and a valid one.
+    """
+    check_actions(config)
+    check_values(config)

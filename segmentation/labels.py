@@ -1,0 +1,341 @@
+"""Ground-truth loading and the batch generator (Listing 12.3.4).
+
+The book's ground truth is an `np.save` of a Python dict
+`{image filename: uint8 one-hot mask (H, W, n_classes)}`, channel 0 being
+background. It is read here once, validated, and kept as compact class-index
+maps (one byte per pixel); the generator rebuilds the one-hot masks batch by
+batch for the categorical cross-entropy. Each mask is turned into its
+class-index map as soon as it is unpickled, so the whole one-hot dict (1.2 GB
+for the book's 1,000 training images) is never in memory at once.
+"""
+
+import collections.abc
+import dataclasses
+import functools
+import itertools
+import logging
+import os
+import pickle
+import zlib
+
+import numpy as np
+
+from segmentation.errors import DatasetError
+from segmentation.images import RGB_MODES, check_image
+
+logger = logging.getLogger(__name__)
+
+# An array's raw data and state tuple are the last entries pickle memoizes before building it.
+RECENT_MEMO_ENTRIES = 4
+
+
+@dataclasses.dataclass
+class LabelSet:
+    """Ground truth of one split, as class-index maps.
+
+    Attributes:
+        path: str. The `.npy` file it was read from.
+        masks: mapping. Image filename -> uint8 `(H, W)` class-index map
+            (`load_labels` gives a `ClassMaps`, which keeps them compressed).
+        n_classes: int. Number of classes (the one-hot masks' last axis).
+    """
+
+    path: str
+    masks: collections.abc.Mapping[str, np.ndarray]
+    n_classes: int
+
+    @property
+    def keys(self) -> list[str]:
+        """Image filenames in the file's order."""
+        return list(self.masks)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedClassMap:
+    """A uint8 class-index map kept zlib-compressed.
+
+    Segmentation masks are long runs of one class: a 640x480 drinks mask (307
+    KB as a class map) packs into a few KB, so a data set's ground truth stays
+    small in memory whatever its size, and a batch unpacks in microseconds.
+
+    Attributes:
+        shape: tuple. `(H, W)`.
+        data: bytes. The compressed map.
+    """
+
+    shape: tuple[int, int]
+    data: bytes
+
+    @classmethod
+    def pack(cls, class_map: np.ndarray) -> "PackedClassMap":
+        """Compresses a uint8 `(H, W)` map (zlib level 1: fast, and enough for masks)."""
+        return cls(shape=class_map.shape, data=zlib.compress(np.ascontiguousarray(class_map, np.uint8).tobytes(), 1))
+
+    def unpack(self) -> np.ndarray:
+        """The uint8 `(H, W)` map (read-only)."""
+        return np.frombuffer(zlib.decompress(self.data), dtype=np.uint8).reshape(self.shape)
+
+
+class ClassMaps(collections.abc.Mapping):
+    """Image filename -> uint8 class-index map, each kept packed until it is asked for.
+
+    Args:
+        packed: dict. Image filename -> `PackedClassMap`, in the file's order.
+    """
+
+    def __init__(self, packed: dict[str, PackedClassMap]):
+        self._packed = packed
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._packed[key].unpack()
+
+    def __iter__(self):
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSummary:
+    """What validation and training need of one one-hot mask, without its planes.
+
+    Attributes:
+        shape: tuple. The one-hot mask's shape.
+        value_problem: str or None. Why its values are not 0/1 one-hot (see
+            `mask_value_problem`), or None.
+        class_map: PackedClassMap or None. The uint8 `(H, W)` argmax of a
+            3-D mask with valid values, packed; else None.
+    """
+
+    shape: tuple[int, ...]
+    value_problem: str | None
+    class_map: PackedClassMap | None
+
+
+def summarize_mask(mask: object) -> MaskSummary:
+    """Checks one mask's values and reduces it to its class-index map.
+
+    Args:
+        mask: array-like. One image's one-hot mask, as read from the file.
+
+    Returns:
+        Its `MaskSummary`.
+    """
+    mask = np.asarray(mask)
+    problem = mask_value_problem(mask)
+    class_map = None
+    if problem is None and mask.ndim == 3:
+        # A pixel with no class set (all zeros) is read as background.
+        class_map = PackedClassMap.pack(np.argmax(mask, axis=-1).astype(np.uint8))
+    return MaskSummary(shape=mask.shape, value_problem=problem, class_map=class_map)
+
+
+class _PickledArray:
+    """Stands in for one pickled NumPy array and keeps only its `MaskSummary`.
+
+    Unpickling calls `_reconstruct` for an empty array, then `__setstate__`
+    with its data; the summary is made right there and the data dropped, so
+    each one-hot mask is freed before the next is read. Object arrays (the
+    0-d array that wraps the dict) are kept as they are.
+
+    Args:
+        unpickler: _SummarizingUnpickler. The unpickler reading the stream.
+        reconstruct: callable. NumPy's own `_reconstruct`.
+        *args: its arguments, from the stream.
+    """
+
+    def __init__(self, unpickler: "_SummarizingUnpickler", reconstruct, *args):
+        self._unpickler = unpickler
+        self._array = reconstruct(*args)
+        self.value: np.ndarray | MaskSummary | None = None
+
+    def __setstate__(self, state: tuple) -> None:
+        array, self._array = self._array, None
+        array.__setstate__(state)
+        if array.dtype == object:
+            self.value = array
+            return
+        self.value = summarize_mask(array)
+        self._unpickler.forget(state)
+
+
+# The pure-Python unpickler: its memo is a plain dict that `forget` can prune while loading
+# (the C unpickler's memo can only be copied or replaced whole).
+class _SummarizingUnpickler(pickle._Unpickler):
+    """An unpickler that reads every NumPy array of the stream as a `_PickledArray`."""
+
+    def find_class(self, module: str, name: str):
+        found = super().find_class(module, name)
+        # numpy 1.x pickles name numpy.core.multiarray, numpy 2.x numpy._core.multiarray.
+        if name == "_reconstruct" and module.split(".")[0] == "numpy":
+            return functools.partial(_PickledArray, self, found)
+        return found
+
+    def forget(self, state: tuple) -> None:
+        """Drops the memo's references to an array's state and raw data.
+
+        Pickle memoizes every bytes object and tuple it reads, so without this
+        the raw data of all masks would stay alive until the end of the load.
+        Each array's state is pickled once, just before its BUILD, and never
+        referenced again, so only the newest memo entries are looked at. They
+        are emptied, not deleted: the MEMOIZE opcode numbers entries by the
+        memo's length.
+        """
+        recent = list(itertools.islice(reversed(self.memo.items()), RECENT_MEMO_ENTRIES))
+        for index, value in recent:
+            if value is state or value is state[-1]:
+                self.memo[index] = None
+
+
+def _unwrap(value: object) -> object:
+    """The array or `MaskSummary` a `_PickledArray` stands for; anything else as it is."""
+    return value.value if isinstance(value, _PickledArray) else value
+
+
+def read_labels_dict(path: str) -> object:
+    """Reads the book's `np.save`d dict with each mask reduced to a `MaskSummary` on the way.
+
+    The only function that unpickles: the book's format is a pickled dict,
+    and pickle can run code, so only files the user names are read this way.
+    Masks are freed one by one for the pickle protocols `np.save` writes (3
+    in numpy 1.x, the book's files; 4 in numpy 2.x); other protocols load
+    the same, holding the raw data until the end. A file that is not a
+    pickled object array is read by `np.load` as it is.
+
+    Args:
+        path: str. The `.npy` file.
+
+    Returns:
+        The dict `{key: MaskSummary}` for the book's format (a value that was
+        not pickled as an array is left as it is); otherwise whatever the
+        file holds.
+    """
+    header_readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        read_header = header_readers.get(version)
+        if read_header is not None and read_header(file)[2].hasobject:
+            # np.load's own pickle settings (ASCII for Python 2 strings).
+            loaded = _unwrap(_SummarizingUnpickler(file, encoding="ASCII").load())
+            content = loaded.flat[0] if isinstance(loaded, np.ndarray) and loaded.size == 1 else loaded
+            if isinstance(content, dict):
+                return {key: _unwrap(value) for key, value in content.items()}
+            return content
+    loaded = np.load(path, allow_pickle=True)
+    return loaded.flat[0] if isinstance(loaded, np.ndarray) and loaded.dtype == object else loaded
+
+
+def load_labels(path: str, data_path: str, height: int, width: int) -> LabelSet:
+    """Reads and validates one of the book's ground-truth `.npy` dict files.
+
+    Masks of any 0/1 dtype (the book's uint8, bool, float) are kept as uint8
+    class-index maps, converted and compressed one by one while the file is
+    read (see `read_labels_dict`, `PackedClassMap`), so memory grows by a few
+    KB per image.
+
+    Args:
+        path: str. The `.npy` file, e.g. `dataset/drinks/segmentation_train.npy`.
+        data_path: str. Folder holding the images the keys name.
+        height: int. Expected mask and image height (`--height`).
+        width: int. Expected mask and image width (`--width`).
+
+    Returns:
+        A `LabelSet` of class-index maps.
+
+    Raises:
+        DatasetError: if the file is missing or unreadable, not a non-empty
+            dict of `(height, width, n_classes)` 0/1 masks with one class
+            count, or a key has no usable image file in `data_path` (see
+            `check_image`).
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(
+            f"{path}: labels file not found. Give the right --data-path/--train-labels/"
+            "--test-labels, or make it with utils/generate_gt_segmentation.py."
+        )
+    try:
+        dictionary = read_labels_dict(path)
+    except Exception as error:  # np.load and pickle raise many types for a bad file
+        raise DatasetError(
+            f"{path}: cannot read it as a .npy file ({type(error).__name__}: {error}). "
+            "Regenerate it with utils/generate_gt_segmentation.py."
+        ) from None
+    if not isinstance(dictionary, dict):
+        raise DatasetError(
+            f"{path}: expected np.save of a dict {{image filename: one-hot mask}}, found "
+            f"{type(dictionary).__name__}. Regenerate it with utils/generate_gt_segmentation.py."
+        )
+    if not dictionary:
+        raise DatasetError(f"{path}: the labels dict is empty. Annotate some images and regenerate it.")
+    masks: dict[str, PackedClassMap] = {}
+    n_classes = None
+    converted = []
+    for key, mask in dictionary.items():
+        summary = mask if isinstance(mask, MaskSummary) else summarize_mask(mask)
+        if summary.value_problem is not None:
+            raise DatasetError(f"{path}: mask of {key!r} {summary.value_problem}. Regenerate the labels.")
+        shape = summary.shape
+        if len(shape) != 3 or shape[:2] != (height, width):
+            raise DatasetError(
+                f"{path}: mask of {key!r} has shape {shape}, expected ({height}, {width}, "
+                "n_classes). Give the matching --height/--width or regenerate the labels."
+            )
+        if n_classes is None:
+            n_classes = shape[-1]
+            if n_classes < 2:
+                raise DatasetError(
+                    f"{path}: masks have {n_classes} channel(s); a one-hot mask needs background "
+                    "plus at least one class."
+                )
+        elif shape[-1] != n_classes:
+            raise DatasetError(
+                f"{path}: mask of {key!r} has {shape[-1]} classes, the first mask has "
+                f"{n_classes}. Regenerate the labels with one class count."
+            )
+        image_path = os.path.join(data_path, str(key))
+        if not os.path.isfile(image_path):
+            raise DatasetError(
+                f"{path}: key {key!r} has no image {image_path}. Give the right --data-path "
+                "or remove the entry."
+            )
+        mode = check_image(image_path, height, width)
+        if mode not in RGB_MODES:
+            converted.append(f"{key} ({mode})")
+        masks[str(key)] = summary.class_map
+    if converted:
+        logger.warning(
+            "%s: %d image(s) are not plain RGB and are converted on reading (grey repeated, alpha "
+            "ignored), e.g. %s", path, len(converted), ", ".join(converted[:3]),
+        )
+    return LabelSet(path=path, masks=ClassMaps(masks), n_classes=n_classes)
+
+
+def mask_value_problem(mask: np.ndarray) -> str | None:
+    """Why a mask is not 0/1 one-hot (bool, integer or float 0.0/1.0 are all fine), or None.
+
+    Args:
+        mask: array. One image's mask.
+
+    Returns:
+        The end of an error sentence that starts with the mask's name (a
+        non-numeric dtype, or a value other than 0 and 1), or None.
+    """
+    if mask.dtype == bool:
+        return None
+    if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
+        return f"has dtype {mask.dtype}; expected a uint8 one-hot mask made by utils/generate_gt_segmentation.py"
+    if np.issubdtype(mask.dtype, np.unsignedinteger):
+        # The common case (the book's uint8 masks): one pass over the array.
+        valid = mask.size == 0 or mask.max() <= 1
+    else:
+        valid = bool(np.isin(mask, (0, 1)).all())
+    if valid:
+        return None
+    return (
+        f"holds values other than 0 and 1 (range {mask.min()}..{mask.max()}); "
+        "a one-hot mask marks each pixel's class with a single 1"
+    )

@@ -1,0 +1,113 @@
+"""Every file name and suffix the program reads or writes, and the checks on its output folders.
+
+`--save-dir` holds a run's files, named after the book's weights name
+`<backbone>-<layers>layer-<dataset>-best-iou` (e.g. `ResNet56v2-3layer-drinks-best-iou`):
+
+- `<name>.weights.h5`: the best weights (the book wrote `<name>.h5`, which Keras 3 refuses);
+- `<name>.json`: their test metrics and the run's settings;
+- `<run>-last.state.npz`: the last completed epoch's state, for `--resume`;
+- `miou_history.npy`, `mpla_history.npy` (the book's histories), `history.csv`, `report.png`.
+
+`prediction/` holds the figures of `--evaluate --plot` and `--image-file`, and by default the
+masks of `--predict-dir`.
+"""
+
+import dataclasses
+import os
+
+from resnet import backbone_name
+from segmentation.errors import UsageError
+
+PREDICTION_DIR = "prediction"
+WEIGHTS_SUFFIX = ".weights.h5"
+BOOK_WEIGHTS_SUFFIX = ".h5"
+BEST_SUFFIX = "-best-iou"
+METRICS_SUFFIX = ".json"
+LAST_STATE_SUFFIX = "-last.state.npz"
+MIOU_HISTORY = "miou_history.npy"
+MPLA_HISTORY = "mpla_history.npy"
+HISTORY_CSV = "history.csv"
+REPORT_FILE = "report.png"
+KERAS_SUFFIX = ".keras"
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def weights_name(depth: int, n_layers: int, dataset: str) -> str:
+    """The book's weights name, `ResNet56v2-3layer-drinks-best-iou`.
+
+    Args:
+        depth: int. The backbone's depth; its name opens the weights name.
+        n_layers: int. The `--layers` value.
+        dataset: str. The `--dataset` value.
+
+    Returns:
+        The name without a suffix.
+    """
+    return f"{backbone_name(depth)}-{n_layers}layer-{dataset}{BEST_SUFFIX}"
+
+
+def _weights_stem(weights_path: str) -> str:
+    return weights_path[: -len(WEIGHTS_SUFFIX)] if weights_path.endswith(WEIGHTS_SUFFIX) else weights_path
+
+
+def best_metrics_path(weights_path: str) -> str:
+    """The JSON file beside a best-weights file: `<name>-best-iou.json`."""
+    return _weights_stem(weights_path) + METRICS_SUFFIX
+
+
+def last_state_path(weights_path: str) -> str:
+    """The last-state file of a run whose best weights go to `weights_path`."""
+    stem = _weights_stem(weights_path)
+    stem = stem[: -len(BEST_SUFFIX)] if stem.endswith(BEST_SUFFIX) else stem
+    return stem + LAST_STATE_SUFFIX
+
+
+def check_output_dir(directory: str, flag: str = "--save-dir") -> None:
+    """Refuses an output folder that is a file or cannot be written, without creating anything.
+
+    Args:
+        directory: str. The folder.
+        flag: str. The flag that named it, for the message. Defaults to "--save-dir".
+
+    Raises:
+        UsageError: naming the folder and the reason.
+    """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError(f"{flag} {directory}: is a file, not a folder. Choose another {flag}.")
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{flag} {directory}: cannot be created because {existing} is a file. "
+                         f"Choose another {flag}.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {directory}: {existing} is not writable. Choose another {flag}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFiles:
+    """The files of one training run in its save folder.
+
+    Attributes:
+        save_dir: str. The folder (`--save-dir`, or a worker's own folder in it).
+        weights: str. The best weights, `<save_dir>/<weights name>.weights.h5`.
+    """
+
+    save_dir: str
+    weights: str
+
+    @classmethod
+    def of(cls, save_dir: str, depth: int, n_layers: int, dataset: str) -> "RunFiles":
+        return cls(save_dir, os.path.join(save_dir, weights_name(depth, n_layers, dataset) + WEIGHTS_SUFFIX))
+
+    @property
+    def state(self) -> str:
+        return last_state_path(self.weights)
+
+    @property
+    def history_csv(self) -> str:
+        return os.path.join(self.save_dir, HISTORY_CSV)
+
+    @property
+    def report(self) -> str:
+        return os.path.join(self.save_dir, REPORT_FILE)

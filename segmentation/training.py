@@ -1,0 +1,241 @@
+"""A training run (Listing 12.3.3): where it starts, the fit with its callbacks, and its report.
+
+The book's `train()` compiled Adam and called `fit` with one callback; here the
+run also decides, before anything is written, whether it starts afresh, resumes
+a saved state or must refuse (`plan_training`), and after the fit draws
+`report.png` of its best weights (`report_training`).
+"""
+
+import logging
+import math
+import os
+import secrets
+
+import keras
+
+from data_generator import DataGenerator
+from segmentation.budget import TimeBudget
+from segmentation.callbacks import (
+    AccuracyCallback,
+    NonFiniteLossCallback,
+    TensorBoardLogger,
+    TrainingStateCallback,
+    save_histories,
+    write_history_csv,
+)
+from segmentation.checkpoints import (
+    TrainingState,
+    check_same_settings,
+    read_best_metrics,
+    read_training_state,
+    restore_training_state,
+    restore_weights,
+)
+from segmentation.config import TrainingSettings, recorded_setting
+from segmentation.distribution import prepare_for_fit
+from segmentation.errors import TrainingInterrupted, UsageError
+from segmentation.evaluation import evaluate_dataset
+from segmentation.paths import RunFiles
+from segmentation.report import write_training_report
+from segmentation.schedules import STEP_SCHEDULES, LearningRateLogger, WarmupCosine, get_lr_schedule
+
+logger = logging.getLogger(__name__)
+
+# `--jit-compile` values and what `Model.compile(jit_compile=...)` is given for each.
+JIT_CHOICES = {"auto": "auto", "on": True, "off": False}
+
+
+def plan_training(
+    files: RunFiles, settings: TrainingSettings, *, resume: bool, overwrite: bool, epochs: int, seed: int | None
+) -> TrainingState:
+    """Decides where training starts and which mIoU the saved best weights hold, before anything is written.
+
+    Args:
+        files: RunFiles. The run's best weights and last state.
+        settings: TrainingSettings. This run's settings.
+        resume: bool. `--resume`.
+        overwrite: bool. `--overwrite`.
+        epochs: int. `--epochs`.
+        seed: int or None. `--seed`.
+
+    Returns:
+        The starting `TrainingState`; its `best_miou` is NaN when a best-weights file exists
+        with no metrics record (the caller then scores it).
+
+    Raises:
+        CheckpointError, UsageError: for a state that cannot be resumed or would be lost.
+    """
+    record = read_best_metrics(files.weights) if os.path.isfile(files.weights) else None
+    if resume:
+        state = read_training_state(files.state)
+        check_same_settings(state, settings, files.state)
+        # A budgeted run (--time-budget) finishes the epochs its budget planned.
+        planned = state.epochs if recorded_setting(state.settings, "time_budget") is not None else epochs
+        if state.epochs_done >= planned:
+            raise UsageError(
+                f"--resume: {files.state} has finished {state.epochs_done} epoch(s) and --epochs is "
+                f"{planned}; give a larger --epochs to train more."
+            )
+        state.epochs = planned
+        if record is not None:
+            state.best_miou = max(state.best_miou, float(record["test_miou"]))
+        logger.info("Resuming %s after epoch %d of %d (best mIoU so far %.4f)",
+                    files.state, state.epochs_done, epochs, state.best_miou)
+        return state
+    if os.path.isfile(files.state) and not overwrite:
+        earlier = read_training_state(files.state)
+        if earlier.epochs_done < earlier.epochs:
+            raise UsageError(
+                f"{files.state}: an unfinished run (epoch {earlier.epochs_done} of {earlier.epochs}) is saved "
+                "here; add --resume to continue it, or --overwrite to start afresh."
+            )
+    best_miou = 0.0
+    if os.path.isfile(files.weights):
+        if overwrite:
+            logger.info("--overwrite: the existing best weights %s will be replaced by this run's best.",
+                        files.weights)
+        elif record is not None:
+            best_miou = float(record["test_miou"])
+            logger.info(
+                "Best weights %s exist (mIoU %.4f, epoch %s): this run replaces them only with a better "
+                "model; give --overwrite to replace them anyway.", files.weights, best_miou, record.get("epoch"),
+            )
+        else:
+            best_miou = math.nan
+    shuffle_seed = seed if seed is not None else secrets.randbelow(2**31)
+    return TrainingState(epochs_done=0, epochs=epochs, history={}, best_miou=best_miou,
+                         seed=seed, shuffle_seed=shuffle_seed, settings=settings.as_record())
+
+
+def score_existing_best(fcn: keras.Model, weights_path: str, test_data: DataGenerator) -> float:
+    """The test mIoU of a best-weights file that has no metrics record, leaving `fcn` as it was.
+
+    Raises:
+        UsageError: if the file does not fit the model.
+    """
+    initial = fcn.get_weights()
+    try:
+        restore_weights(fcn, weights_path)
+    except UsageError:
+        raise UsageError(
+            f"{weights_path}: best weights of another model are in the way (no metrics file beside them); "
+            "move them away, choose another --save-dir, or give --overwrite to replace them."
+        ) from None
+    miou = evaluate_dataset(fcn, test_data).mean_iou
+    fcn.set_weights(initial)
+    logger.info(
+        "Best weights %s exist without a metrics file; they score mIoU %.4f on the test set, and this run "
+        "replaces them only with a better model (--overwrite to replace them anyway).", weights_path, miou,
+    )
+    return miou
+
+
+def train(
+    fcn: keras.Model,
+    train_data: DataGenerator,
+    test_data: DataGenerator,
+    state: TrainingState,
+    files: RunFiles,
+    *,
+    learning_rate: float,
+    lr_schedule: str,
+    jit_compile: str,
+    loss: keras.losses.Loss | str,
+    resume: bool,
+    verbose: int,
+    tensorboard_dir: str | None = None,
+    deadline: float | None = None,
+) -> keras.callbacks.History:
+    """Trains with Adam, evaluating every epoch (Listing 12.3.3).
+
+    After every epoch the full state goes to `files.state`; with `resume` the
+    run continues from it: weights, optimizer, epoch count, histories and the
+    shuffling order (`train_data` is replayed to the saved epoch here).
+
+    Args:
+        fcn: keras.Model. The network.
+        train_data: DataGenerator. The training batches, shuffled with `state.shuffle_seed`.
+        test_data: DataGenerator. The test set, scored after every epoch.
+        state: TrainingState. Where the run starts (`plan_training`).
+        files: RunFiles. Where the best weights, the state and the histories go.
+        learning_rate: float. `--learning-rate`.
+        lr_schedule: str. `--lr-schedule`.
+        jit_compile: str. `--jit-compile`, a key of `JIT_CHOICES`.
+        loss: keras loss. The book's categorical cross-entropy, or `--loss`/`--class-weights`'s.
+        resume: bool. `--resume`: load the state's weights and optimizer first.
+        verbose: int. `--verbose`; 0 hides the progress bar.
+        tensorboard_dir: str or None. `--tensorboard`: also log every epoch there.
+        deadline: float or None. `--time-budget` as a `time.monotonic()` value: train the
+            epochs that fit before it, and record them in `state.epochs`.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C (the state of the last completed epoch is kept).
+        NonFiniteLossError: when the loss or weights become NaN or infinite.
+    """
+    # Replay the completed epochs' reshuffles, so a resumed run sees the order it would have seen.
+    for _ in range(state.epochs_done):
+        train_data.on_epoch_end()
+    step_schedule = None
+    if lr_schedule in STEP_SCHEDULES:
+        step_schedule = WarmupCosine(learning_rate, total_steps=state.epochs * len(train_data))
+        schedule_callback = LearningRateLogger(step_schedule)
+    else:
+        schedule_callback = keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule, learning_rate))
+    fcn.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=step_schedule or learning_rate),
+        loss=loss,
+        jit_compile=JIT_CHOICES[jit_compile],
+    )
+    prepare_for_fit(fcn)
+    miou_history = state.history.get("test_miou", [])
+    mpla_history = [100.0 * value for value in state.history.get("test_pixel_accuracy", [])]
+    if resume:
+        restore_training_state(fcn, files.state)
+        # A kill between an epoch's history files and its state can leave an epoch too many there.
+        write_history_csv(files.history_csv, state.history, state.epochs_done)
+        save_histories(files.save_dir, miou_history, mpla_history)
+    logger.info("Classes: %d  Batch size: %d  Training images: %d  Test images: %d", train_data.n_classes,
+                train_data.batch_size, len(train_data.labels.masks), len(test_data.labels.masks))
+    logger.info("Best weights: %s  Last state (for --resume): %s", files.weights, files.state)
+    accuracy = AccuracyCallback(
+        test_data, files.weights, files.save_dir, best_miou=state.best_miou, settings=state.settings,
+        miou_history=miou_history, mpla_history=mpla_history,
+    )
+    budget = []
+    if deadline is not None:
+        budget = [TimeBudget(deadline, len(train_data), len(test_data), state.epochs, step_schedule,
+                             on_plan=lambda epochs: setattr(state, "epochs", epochs))]
+    callbacks = [
+        # First, so the epoch's progress line is finished before the evaluation logs.
+        keras.callbacks.ProgbarLogger(),
+        # Before every callback that saves, so nothing is saved from a NaN model.
+        NonFiniteLossCallback(),
+        accuracy,
+        schedule_callback,
+        # After the evaluation, so an epoch's time includes it; before the state is saved.
+        *budget,
+        # After the callbacks that add the test metrics and the learning rate to the logs.
+        *([TensorBoardLogger(tensorboard_dir)] if tensorboard_dir else []),
+        # Last, so the logs hold the test metrics and the state says an epoch is done only
+        # once its best weights are written.
+        TrainingStateCallback(files.state, files.history_csv, state, lambda: accuracy.best_miou),
+    ]
+    try:
+        return fcn.fit(train_data, epochs=state.epochs, initial_epoch=state.epochs_done,
+                       callbacks=callbacks, verbose=1 if verbose else 0)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(state.epochs_done, files.state) from None
+
+
+def report_training(fcn: keras.Model, files: RunFiles, history: dict[str, list[float]],
+                    test_data: DataGenerator) -> None:
+    """Writes `report.png` in the save folder for the best weights of a finished training run."""
+    if os.path.isfile(files.weights):
+        restore_weights(fcn, files.weights)
+        subject = f"best weights {os.path.basename(files.weights)}"
+    else:
+        # No epoch ever beat mIoU 0, so no best weights were saved: report on the last ones.
+        subject = "last weights (no best weights were saved)"
+    epochs = len(history.get("loss", []))
+    write_training_report(fcn, test_data, history, files.report, f"Training report: {subject}, {epochs} epoch(s)")
+    logger.info("Saved the training report %s", files.report)
