@@ -27,6 +27,7 @@ from skimage import io, transform
 
 from segmentation import via
 from segmentation.classes import DRINKS_VIA_NAMES, colorize
+from segmentation.paths import TRAIN_VIA_JSON
 
 JPEG_QUALITY = 95
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ground-truth file: np.save of {image filename: uint8 one-hot mask (H, W, n_classes)}."
     )
     parser.add_argument(
-        "-j", "--json", default="segmentation_train.json", metavar="FILE",
+        "-j", "--json", default=TRAIN_VIA_JSON, metavar="FILE",
         help="VIA 1.x or 2.x project file, relative to --data-path (default: %(default)s)",
     )
     parser.add_argument(

@@ -18,6 +18,9 @@ import os
 from resnet import backbone_name
 from segmentation.errors import UsageError
 
+# The book's VIA projects (utils/generate_gt_segmentation.py reads them; the synthetic set writes them).
+TRAIN_VIA_JSON = "segmentation_train.json"
+TEST_VIA_JSON = "segmentation_test.json"
 PREDICTION_DIR = "prediction"
 WEIGHTS_SUFFIX = ".weights.h5"
 BOOK_WEIGHTS_SUFFIX = ".h5"

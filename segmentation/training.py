@@ -130,6 +130,30 @@ def score_existing_best(fcn: keras.Model, weights_path: str, test_data: DataGene
     return miou
 
 
+def compile_for_training(
+    fcn: keras.Model, learning_rate: float, lr_schedule: str, jit_compile: str, loss: keras.losses.Loss | str,
+    total_steps: int,
+) -> tuple[WarmupCosine | None, keras.callbacks.Callback]:
+    """Compiles Adam with the `--lr-schedule`; returns the per-step schedule (or None) and its callback.
+
+    An epoch schedule (`text`, `code`) is applied by `LearningRateScheduler` at each epoch's start; a
+    step schedule (`cosine`) is Adam's own learning rate, sized to `total_steps`, and logged each epoch.
+    """
+    step_schedule = None
+    if lr_schedule in STEP_SCHEDULES:
+        step_schedule = WarmupCosine(learning_rate, total_steps=total_steps)
+        schedule_callback = LearningRateLogger(step_schedule)
+    else:
+        schedule_callback = keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule, learning_rate))
+    fcn.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=step_schedule or learning_rate),
+        loss=loss,
+        jit_compile=JIT_CHOICES[jit_compile],
+    )
+    prepare_for_fit(fcn)
+    return step_schedule, schedule_callback
+
+
 def train(
     fcn: keras.Model,
     train_data: DataGenerator,
@@ -175,18 +199,9 @@ def train(
     # Replay the completed epochs' reshuffles, so a resumed run sees the order it would have seen.
     for _ in range(state.epochs_done):
         train_data.on_epoch_end()
-    step_schedule = None
-    if lr_schedule in STEP_SCHEDULES:
-        step_schedule = WarmupCosine(learning_rate, total_steps=state.epochs * len(train_data))
-        schedule_callback = LearningRateLogger(step_schedule)
-    else:
-        schedule_callback = keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule, learning_rate))
-    fcn.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=step_schedule or learning_rate),
-        loss=loss,
-        jit_compile=JIT_CHOICES[jit_compile],
+    step_schedule, schedule_callback = compile_for_training(
+        fcn, learning_rate, lr_schedule, jit_compile, loss, total_steps=state.epochs * len(train_data)
     )
-    prepare_for_fit(fcn)
     miou_history = state.history.get("test_miou", [])
     mpla_history = [100.0 * value for value in state.history.get("test_pixel_accuracy", [])]
     if resume:

@@ -6,7 +6,7 @@ import matplotlib.image
 import numpy as np
 from skimage import io
 
-from segmentation import classes, ground_truth, synthetic
+from segmentation import classes, ground_truth, synthetic_check
 from segmentation.classes import colorize
 from segmentation.figures import save_input_and_mask
 
@@ -57,7 +57,7 @@ def test_predicted_mask_and_show_ground_truth_paint_every_class_alike(tmp_path):
 
 def test_synthetic_contact_sheet_uses_the_same_colours():
     # The renderer's outlines take their colours from the one table, not a copy of it.
-    assert synthetic.class_colors is classes.class_colors
+    assert synthetic_check.class_colors is classes.class_colors
 
 
 def test_64_classes_get_64_distinct_colours_none_black_but_background():

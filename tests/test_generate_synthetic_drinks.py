@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from skimage import io
 
-from segmentation import synthetic, via
+from segmentation import synthetic, synthetic_check, via
+from segmentation.paths import TEST_VIA_JSON, TRAIN_VIA_JSON
 
 HEIGHT, WIDTH = 64, 96
 
@@ -30,7 +31,7 @@ def test_same_seed_same_files_other_seed_different(dataset, tmp_path):
     again, other = str(tmp_path / "again"), str(tmp_path / "other")
     synthetic.generate(again, num_train=6, num_test=3, height=HEIGHT, width=WIDTH, seed=1)
     synthetic.generate(other, num_train=6, num_test=3, height=HEIGHT, width=WIDTH, seed=2)
-    for name in (synthetic.TRAIN_JSON, synthetic.TEST_JSON):
+    for name in (TRAIN_VIA_JSON, TEST_VIA_JSON):
         assert read_bytes(os.path.join(dataset, name)) == read_bytes(os.path.join(again, name))
         assert read_bytes(os.path.join(dataset, name)) != read_bytes(os.path.join(other, name))
     for name in ("0000000.jpg", "0000005.jpg", "1000002.jpg"):
@@ -41,7 +42,7 @@ def test_same_seed_same_files_other_seed_different(dataset, tmp_path):
 
 def test_via_projects_follow_the_books_format(dataset):
     names = {}
-    for json_name, count in ((synthetic.TRAIN_JSON, 6), (synthetic.TEST_JSON, 3)):
+    for json_name, count in ((TRAIN_VIA_JSON, 6), (TEST_VIA_JSON, 3)):
         with open(os.path.join(dataset, json_name)) as file:
             data = json.load(file)
         assert {"_via_settings", "_via_img_metadata", "_via_attributes", "_via_image_id_list"} <= set(data)
@@ -92,12 +93,12 @@ def test_per_image_miou_by_hand():
     truth = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
     prediction = np.array([[0, 0, 0, 1], [0, 2, 1, 1]])
     # background: 3 / 5; class 1: 3 / 4; class 2 is absent from the truth and not scored.
-    assert synthetic.per_image_miou(prediction, truth, 4) == pytest.approx((3 / 5 + 3 / 4) / 2)
-    assert synthetic.per_image_miou(np.zeros((2, 2), int), np.zeros((2, 2), int), 4) == 1.0
+    assert synthetic_check.per_image_miou(prediction, truth, 4) == pytest.approx((3 / 5 + 3 / 4) / 2)
+    assert synthetic_check.per_image_miou(np.zeros((2, 2), int), np.zeros((2, 2), int), 4) == 1.0
 
 
 def test_check_and_show(dataset, capsys, tmp_path):
-    scores = synthetic.color_baseline(dataset)
+    scores = synthetic_check.color_baseline(dataset)
     assert set(scores) == {"histogram MAP (class priors)", "histogram ML (equal priors)"}
     assert all(0 <= score <= 1 for score in scores.values())
     output = str(tmp_path / "cli")
@@ -105,8 +106,8 @@ def test_check_and_show(dataset, capsys, tmp_path):
     status = synthetic.main([*args, "--check", "--show"])
     text = capsys.readouterr().out
     assert "Colour-only baseline, histogram MAP (class priors): test mIoU" in text
-    best = max(synthetic.color_baseline(output).values())
-    passed = best <= synthetic.CHECK_THRESHOLD
+    best = max(synthetic_check.color_baseline(output).values())
+    passed = best <= synthetic_check.CHECK_THRESHOLD
     assert status == (0 if passed else synthetic.EXIT_CHECK_FAILED)
     assert f"{'PASS' if passed else 'FAIL'}: best colour-only mIoU {best:.3f}" in text
     sheet = io.imread(os.path.join(output, "contact_sheet.png"))
@@ -192,7 +193,7 @@ def test_products_flag_reaches_the_scenes(tmp_path):
     cli_args = ["--num-train", "3", "--num-test", "1", "--height", "48", "--width", "64", "--seed", "0"]
     assert synthetic.main([*cli_args, "--output", str(tmp_path / "cli_one"), "--products", "1"]) == 0
     assert synthetic.main([*cli_args, "--output", str(tmp_path / "cli_default")]) == 0
-    train = synthetic.TRAIN_JSON
+    train = TRAIN_VIA_JSON
     assert read_bytes(tmp_path / "cli_one" / train) == read_bytes(tmp_path / "one" / train)
     assert read_bytes(tmp_path / "cli_default" / train) == read_bytes(tmp_path / "default" / train)
     assert read_bytes(tmp_path / "one" / train) != read_bytes(tmp_path / "default" / train)
