@@ -4,8 +4,8 @@ Keras 3 normalizes with a chain of elementwise ops (moments, subtract, scale,
 shift), each keeping its full-size result for the backward pass. Keras 2, the
 book's, called TensorFlow's fused kernel: one op forward, one op backward, and
 only its input and the batch statistics kept. On the FCN's full-resolution
-maps that chain cost 2 GB of memory and a third of the step time at 640x480
-(README, Speed). `batchnorm.BatchNormalization` is Keras'
+maps that chain holds much of a training step's memory and time
+(docs/speed.md). `batchnorm.BatchNormalization` is Keras'
 BatchNormalization with the same weights and options, normalizing 4-D
 channels-last maps with `FusedBatchNormV3`; everything else (other ranks,
 axes or dtypes, masks, synchronized statistics for `--distribute`) goes to

@@ -34,7 +34,7 @@ from segmentation.checkpoints import (
     restore_weights,
 )
 from segmentation.classes import class_names
-from segmentation.config import BOOK, RunConfig, check_config, recorded_setting
+from segmentation.config import BOOK, EXPORT_FORMATS, FIT_SIZES, RunConfig, check_config, recorded_setting
 from segmentation.distribution import DISTRIBUTE_CHOICES, is_chief, make_strategy, read_tf_config, worker_folder
 from segmentation.errors import (
     EXIT_BAD_INPUT,
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_book_flags(parser)
     add_recipe_flags(parser)
     add_speed_flags(parser)
+    add_data_flags(parser)
     add_run_flags(parser)
     add_inference_flags(parser)
     return parser
@@ -190,6 +191,29 @@ def add_speed_flags(parser: argparse.ArgumentParser) -> None:
                             "stays the global batch, split across the replicas (default: %(default)s)")
 
 
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """A reader's own data: mask folders, class names, image sizes, validation data, fine-tuning."""
+    group = parser.add_argument_group("your own data")
+    group.add_argument("--classes", metavar="NAMES",
+                       help="comma-separated names of classes 1, 2, ... (background is class 0); by default the "
+                            "names stored beside the labels, else the largest class id found sets the count "
+                            "(default: %(default)s)")
+    group.add_argument("--fit-size", choices=FIT_SIZES, default=BOOK.fit_size,
+                       help="images that are not --height x --width: 'refuse' them (the book's check), 'resize' "
+                            "image and mask, or 'crop': random crops for training, tiles for evaluation and "
+                            "--predict-dir (default: %(default)s)")
+    group.add_argument("--val-split", type=float, default=BOOK.val_split, metavar="F",
+                       help="with --train: hold out this share of the training images (seeded) to select the best "
+                            "weights on; the test set is then scored once, at the end (default: none, the book's "
+                            "selection on the test set)")
+    group.add_argument("--val-labels", metavar="FILE",
+                       help="with --train: validation ground truth in --data-path (a .npy file or a mask folder), "
+                            "instead of --val-split (default: %(default)s)")
+    group.add_argument("--fine-tune", action="store_true",
+                       help="with --train and --restore-weights of another class count: load every layer but the "
+                            "classifier and train (default: %(default)s)")
+
+
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """Continuing, replacing and logging a training run."""
     group = parser.add_argument_group("saved runs")
@@ -215,8 +239,11 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
                        help=f"with --predict-dir: folder of the masks and overlays (default: "
                             f"{PREDICTION_DIR}/<name of the --predict-dir folder>)")
     group.add_argument("--export", metavar="PATH",
-                       help="save the network as PATH.keras and as the TensorFlow SavedModel folder PATH "
-                            "(default: %(default)s)")
+                       help="save the network to PATH in each --export-format (default: %(default)s)")
+    group.add_argument("--export-format", action="append", choices=EXPORT_FORMATS, metavar="FORMAT",
+                       help="with --export, once per format: 'keras' (PATH.keras), 'savedmodel' (the TensorFlow "
+                            "SavedModel folder PATH), 'onnx' (PATH.onnx), 'litert' (PATH.tflite) "
+                            f"(default: {' and '.join(BOOK.export_format)})")
 
 
 def save_summary(backbone: keras.Model, fcn: keras.Model, save_dir: str) -> None:

@@ -63,11 +63,20 @@ class RunConfig:
     predict_dir: str | None = None
     predict_output: str | None = None
     export: str | None = None
+    export_format: tuple[str, ...] = ("keras", "savedmodel")
+    # A reader's own data.
+    classes: str | None = None
+    fit_size: str = "refuse"
+    val_split: float | None = None
+    val_labels: str | None = None
+    fine_tune: bool = False
 
     @classmethod
     def from_namespace(cls, args: object) -> "RunConfig":
-        """The configuration of an `argparse.Namespace` holding every flag."""
-        return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
+        """The configuration of an `argparse.Namespace` holding every flag (a repeated flag as a tuple)."""
+        values = {field.name: getattr(args, field.name) for field in dataclasses.fields(cls)}
+        values["export_format"] = tuple(dict.fromkeys(values["export_format"] or BOOK_EXPORT_FORMATS))
+        return cls(**values)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -95,6 +104,9 @@ class RunConfig:
 
 
 BOOK = RunConfig()
+BOOK_EXPORT_FORMATS = BOOK.export_format
+EXPORT_FORMATS = ("keras", "savedmodel", "onnx", "litert")
+FIT_SIZES = ("refuse", "resize", "crop")
 
 
 def _setting(default: object = dataclasses.MISSING, *, must_match: bool = True) -> dataclasses.Field:
@@ -127,6 +139,9 @@ class TrainingSettings:
     bn_momentum: float = _setting(BOOK.bn_momentum)
     passes: int = _setting(BOOK.passes)
     time_budget: float | None = _setting(None, must_match=False)
+    fit_size: str = _setting(BOOK.fit_size)
+    val_split: float | None = _setting(BOOK.val_split)
+    val_labels: str | None = _setting(BOOK.val_labels)
 
     def as_record(self) -> dict:
         """The settings as the JSON object stored in the files."""
@@ -166,6 +181,14 @@ def check_actions(config: RunConfig) -> None:
         raise UsageError("--time-budget is used with --train.")
     if config.predict_output and not config.predict_dir:
         raise UsageError("--predict-output is used with --predict-dir.")
+    if config.export_format != BOOK.export_format and not config.export:
+        raise UsageError("--export-format is used with --export.")
+    if (config.val_split is not None or config.val_labels) and not config.train:
+        raise UsageError("--val-split and --val-labels are used with --train.")
+    if config.val_split is not None and config.val_labels:
+        raise UsageError("--val-split and --val-labels both name the validation images: give one of them.")
+    if config.fine_tune and not (config.train and config.restore_weights):
+        raise UsageError("--fine-tune is used with --train and --restore-weights.")
     if config.infers and config.train:
         raise UsageError("--predict-dir and --export are not used with --train: train first, then give them "
                          "with --restore-weights.")
@@ -198,6 +221,9 @@ def check_values(config: RunConfig) -> None:
         raise UsageError(f"--depth {config.depth}: ResNet v2 depth must be 9n+2 (11, 20, ..., 56, 110).")
     if config.batch_size < 1 or config.epochs < 1 or config.workers < 1 or config.passes < 1:
         raise UsageError("--batch-size, --epochs, --workers and --passes must be at least 1.")
+    if config.val_split is not None and not 0 < config.val_split < 1:
+        raise UsageError(f"--val-split {config.val_split}: must be a share of the training images in (0, 1), "
+                         "e.g. 0.1.")
     if not 0 <= config.bn_momentum < 1:
         raise UsageError(f"--bn-momentum {config.bn_momentum}: must be in [0, 1), e.g. 0.9.")
     if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):

@@ -39,7 +39,7 @@ def read_tf_config(environ: dict[str, str] = os.environ) -> dict:
             task in the cluster.
     """
     text = environ.get("TF_CONFIG")
-    hint = "see README, 'Distributed training'"
+    hint = "see docs/distributed.md"
     if not text:
         raise ValueError(
             "--distribute multi-worker needs the TF_CONFIG environment variable (the cluster's "

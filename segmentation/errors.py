@@ -1,9 +1,11 @@
 """The program's error types and exit statuses: each error is one line naming the file or flag and the fix."""
 
-# Exit statuses besides 0: bad input, a numerical fault in training, Ctrl-C (128 + SIGINT).
+# Exit statuses besides 0: bad input, a numerical fault in training, Ctrl-C (128 + SIGINT), and the
+# synthetic set's --check finding the classes separable by colour alone.
 EXIT_BAD_INPUT = 2
 EXIT_NON_FINITE = 3
 EXIT_INTERRUPTED = 130
+EXIT_CHECK_FAILED = 1
 
 
 class UsageError(Exception):

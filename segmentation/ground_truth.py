@@ -27,6 +27,7 @@ from skimage import io, transform
 
 from segmentation import via
 from segmentation.classes import DRINKS_VIA_NAMES, colorize
+from segmentation.errors import EXIT_BAD_INPUT
 from segmentation.paths import TRAIN_VIA_JSON
 
 JPEG_QUALITY = 95
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             elif os.path.isdir(path) and not os.listdir(path):
                 os.rmdir(path)
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     save_filename = save_masks(masks, args.save_filename)
     print(format_summary(masks, project, class_names, save_filename))
     if show_dir is not None:

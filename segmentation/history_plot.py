@@ -16,6 +16,8 @@ import sys
 import numpy as np
 from matplotlib.figure import Figure
 
+from segmentation.errors import EXIT_BAD_INPUT
+
 
 def load_history(path: str) -> np.ndarray:
     """Reads a 1-D history saved with `np.save`.
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         history = load_history(args.history)
     except ValueError as error:
         print(f"plot_history.py: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     best_epoch = int(np.argmax(history)) + 1
     print(f"Max: {history.max():.4f} at epoch {best_epoch} of {len(history)}")
     output = args.history + ".png"

@@ -1,12 +1,12 @@
-"""Ground-truth loading and the batch generator (Listing 12.3.4).
+"""Reading and checking the book's ground truth, the `.npy` label files.
 
 The book's ground truth is an `np.save` of a Python dict
 `{image filename: uint8 one-hot mask (H, W, n_classes)}`, channel 0 being
 background. It is read here once, validated, and kept as compact class-index
-maps (one byte per pixel); the generator rebuilds the one-hot masks batch by
-batch for the categorical cross-entropy. Each mask is turned into its
-class-index map as soon as it is unpickled, so the whole one-hot dict (1.2 GB
-for the book's 1,000 training images) is never in memory at once.
+maps (one byte per pixel); `data_generator.DataGenerator` rebuilds the
+one-hot masks batch by batch for the categorical cross-entropy. Each mask is
+turned into its class-index map as soon as it is unpickled, so the whole
+one-hot dict (n_classes bytes per pixel) is never in memory at once.
 """
 
 import collections.abc

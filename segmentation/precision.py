@@ -1,12 +1,10 @@
 """Which Keras dtype policy training runs in (`--precision`).
 
 `auto`, the default, trains in mixed bfloat16 only where the hardware computes
-bfloat16 natively and float32 everywhere else. Measured (README, Speed): on an
-Intel CPU with AMX, mixed bfloat16 trains 2.4x faster than float32 at 640x480
-and needs 40 % less memory, with no loss of test mIoU in our runs; on an AMD CPU with
-avx512_bf16 but no AMX, TensorFlow's bfloat16 kernels ran 15x slower than
-float32. GPUs keep float32 under `auto` (not measured here); name a policy to
-choose.
+bfloat16 natively (a CPU with AMX) and float32 everywhere else: a CPU whose
+bfloat16 is emulated or partial runs TensorFlow's bfloat16 kernels slower than
+float32 (docs/precision.md has the measurements). GPUs keep float32 under
+`auto`; name a policy to choose.
 """
 
 import tensorflow as tf

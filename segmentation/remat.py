@@ -14,10 +14,9 @@ forward pass just before its gradient, one segment at a time:
   `AUTO_MIN_BATCH_PIXELS` pixels (the book's 640x480 batch 4), `off`
   below and with synchronized BatchNormalization.
 
-Measured at 640x480, batch 4, mixed bfloat16 (README, Speed on a CPU): peak
-memory 11.6-12.2 GB off, 8.7-8.9 GB with `stage0` (3-9 % slower), 5.7 GB with
-`all` (14-20 % slower). The arithmetic is the same, so the weights, the gradients and the
-BatchNormalization statistics are those of a run without it.
+Each level trades time for memory (docs/speed.md has the measurements). The
+arithmetic is the same, so the weights, the gradients and the BatchNormalization
+statistics are those of a run without it.
 
 The model's layers are untouched (only how the backbone is called during
 training changes), so weights files, the book's `.h5` files included, load
@@ -32,8 +31,8 @@ from segmentation import batchnorm
 
 AUTO = "auto"
 LEVELS = ("off", "stage0", "all")
-# The book's 640x480 batch 4 holds 1.2 million pixels and trains in 12.1 GB without recomputation (mixed
-# bfloat16); smaller batches, in proportion less, gain too little memory for the recomputation's time.
+# The book's 640x480 batch 4 holds 1.2 million pixels, the largest memory of its runs; smaller batches
+# keep proportionally less and gain too little memory for the recomputation's time.
 AUTO_MIN_BATCH_PIXELS = 1_000_000
 
 

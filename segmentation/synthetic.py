@@ -42,6 +42,7 @@ from skimage import draw, filters, measure
 
 from segmentation import via
 from segmentation.classes import DRINKS_CLASS_NAMES
+from segmentation.errors import EXIT_CHECK_FAILED
 from segmentation.paths import TEST_VIA_JSON, TRAIN_VIA_JSON
 from segmentation.synthetic_check import CHECK_THRESHOLD, color_baseline, contact_sheet
 
@@ -77,8 +78,6 @@ MAX_DRINKS = 6
 DRINK_COUNT_PROBABILITIES = (0.25, 0.25, 0.2, 0.15, 0.1, 0.05)
 # Visible fragments smaller than this share of the image are left as background.
 MIN_FRAGMENT_SHARE = 0.0004
-# Exit status of --check when a colour-only classifier scores above CHECK_THRESHOLD.
-EXIT_CHECK_FAILED = 1
 # The book shows "a few brands" of each drink; 2 per class keeps --check at 0.55 or less (1: 0.58).
 DEFAULT_PRODUCTS = 2
 RGB = tuple[float, float, float]
