@@ -18,7 +18,7 @@ DEMO_RECIPE := --loss ce+dice --bn-momentum 0.9 --lr-schedule cosine --learning-
 DEMO_ARGS := --dataset synthetic --data-path $(DEMO_DATA) $(DEMO_SIZE) $(DEMO_NETWORK) --save-dir $(DEMO_SAVE)
 DEMO_TRAIN_ARGS := --time-budget $(DEMO_MINUTES) --seed 0 $(DEMO_RECIPE)
 
-.PHONY: test test-slow lint demo bench
+.PHONY: test test-slow lint demo bench export-extras
 
 # The project itself is installed in editable mode, so that the tools in utils/ import the package.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -38,6 +38,10 @@ test-slow: $(VENV)/.installed
 # Lint and import order (pyproject.toml, [tool.ruff]).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+
+# The optional ONNX converter and the ONNX and LiteRT runtimes (--export-format onnx; tests/test_export.py).
+export-extras: $(VENV)/.installed
+	$(PYTHON) -m pip install --quiet -r requirements-export.txt
 
 $(DEMO_DATA)/segmentation_train.json: | $(VENV)/.installed
 	$(PYTHON) utils/generate_synthetic_drinks.py --output $(DEMO_DATA) --seed 0 \

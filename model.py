@@ -16,6 +16,8 @@ from resnet import build_resnet, conv_layer
 from segmentation import batchnorm
 
 HEAD_FILTERS = 256
+# The classifier: its filters are the classes (the one layer that depends on the class count).
+CLASSIFIER_NAME = "pre_activation"
 
 
 def tconv_layer(inputs, filters: int = 32, kernel_size: int = 3, strides: int = 2, postfix: str = ""):
@@ -95,7 +97,7 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
         strides=1,
         padding="same",
         kernel_initializer="he_normal",
-        name="pre_activation",
+        name=CLASSIFIER_NAME,
     )(x)
     # float32 whatever the dtype policy, so the loss and the argmax see full-precision probabilities.
     outputs = layers.Softmax(name="segmentation", dtype="float32")(x)

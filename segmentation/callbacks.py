@@ -19,25 +19,20 @@ import numpy as np
 import tensorflow as tf
 
 from data_generator import DataGenerator
-from segmentation.checkpoints import (
-    TrainingState,
-    save_training_state,
-    save_weights_atomically,
-    write_atomically,
-    write_json_atomically,
-)
+from segmentation.checkpoints import TrainingState, save_best_model, save_training_state, write_atomically
 from segmentation.errors import NonFiniteLossError
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
-from segmentation.paths import MIOU_HISTORY, MPLA_HISTORY, best_metrics_path
+from segmentation.paths import MIOU_HISTORY, MPLA_HISTORY
 
 logger = logging.getLogger(__name__)
 
 
 class AccuracyCallback(keras.callbacks.Callback):
-    """Evaluates the test set every epoch and keeps the best weights by mIoU.
+    """Evaluates the test set (or the validation set) every epoch and keeps the best weights by mIoU.
 
-    Writes `test_miou`, `test_pixel_accuracy` and `test_dataset_miou` into the
-    epoch logs (so `History` and `CSVLogger` record them), appends to the
+    Writes `test_miou`, `test_pixel_accuracy` and `test_dataset_miou` (`val_...`
+    for a validation set) into the epoch logs (so `History` and `CSVLogger`
+    record them), appends to the
     book's `miou_history.npy` and `mpla_history.npy` (pixel accuracy in percent,
     as the book saved it) in `save_dir`, and saves the weights to
     `weights_path` when the mIoU improves, with their metrics and `settings` in
@@ -54,6 +49,9 @@ class AccuracyCallback(keras.callbacks.Callback):
             is resumed. Defaults to None.
         mpla_history: list of float or None. Earlier epochs' mean pixel
             accuracy in percent, when a run is resumed. Defaults to None.
+        split: str. `"test"`, the book's selection on the test set, or `"val"`
+            when `test_generator` holds validation images; it names the logs
+            and the record's metrics. Defaults to "test".
     """
 
     def __init__(
@@ -65,8 +63,10 @@ class AccuracyCallback(keras.callbacks.Callback):
         settings: dict | None = None,
         miou_history: list[float] | None = None,
         mpla_history: list[float] | None = None,
+        split: str = "test",
     ):
         super().__init__()
+        self.split = split
         self.test_generator = test_generator
         self.weights_path = weights_path
         self.save_dir = save_dir
@@ -80,9 +80,9 @@ class AccuracyCallback(keras.callbacks.Callback):
         scores = evaluate_dataset(self.model, self.test_generator)
         miou, pixel_accuracy = scores.mean_iou, scores.mean_pixel_accuracy
         if logs is not None:
-            logs["test_miou"] = miou
-            logs["test_pixel_accuracy"] = pixel_accuracy
-            logs["test_dataset_miou"] = scores.dataset_miou
+            logs[f"{self.split}_miou"] = miou
+            logs[f"{self.split}_pixel_accuracy"] = pixel_accuracy
+            logs[f"{self.split}_dataset_miou"] = scores.dataset_miou
         self.miou_history.append(miou)
         self.mpla_history.append(100.0 * pixel_accuracy)
         save_histories(self.save_dir, self.miou_history, self.mpla_history)
@@ -97,15 +97,13 @@ class AccuracyCallback(keras.callbacks.Callback):
             record = {
                 "weights": os.path.basename(self.weights_path),
                 "epoch": epoch + 1,
-                "test_miou": miou,
-                "test_pixel_accuracy": pixel_accuracy,
-                "test_dataset_miou": _json_number(scores.dataset_miou),
+                "selected_on": self.split,
+                f"{self.split}_miou": miou,
+                f"{self.split}_pixel_accuracy": pixel_accuracy,
+                f"{self.split}_dataset_miou": _json_number(scores.dataset_miou),
                 "settings": self.settings,
             }
-            # The record first: a kill between the two writes leaves a bar that is too high,
-            # which can keep a worse model out but never lets one in.
-            write_json_atomically(record, best_metrics_path(self.weights_path))
-            save_weights_atomically(self.model, self.weights_path)
+            save_best_model(self.model, self.weights_path, record)
         else:
             logger.info(
                 "Epoch %d: mIoU %.4f (best %.4f), pixel accuracy %.2f%%",
@@ -126,8 +124,10 @@ def save_histories(save_dir: str, miou_history: list[float], mpla_history: list[
         miou_history: list of float. mIoU per epoch.
         mpla_history: list of float. Mean pixel accuracy per epoch, in percent.
     """
-    np.save(os.path.join(save_dir, MIOU_HISTORY), np.array(miou_history, dtype=np.float64))
-    np.save(os.path.join(save_dir, MPLA_HISTORY), np.array(mpla_history, dtype=np.float64))
+    for name, values in ((MIOU_HISTORY, miou_history), (MPLA_HISTORY, mpla_history)):
+        array = np.array(values, dtype=np.float64)
+        write_atomically(os.path.join(save_dir, name), lambda temporary, array=array: np.save(temporary, array),
+                         suffix=".npy")
 
 
 def write_history_csv(path: str, history: dict[str, list[float]], epochs_done: int) -> None:

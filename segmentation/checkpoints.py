@@ -13,20 +13,28 @@ Every file is written to a temporary name in the same folder and renamed into pl
 `.npz` of numeric arrays and is read with `allow_pickle=False`.
 """
 
+import contextlib
 import dataclasses
+import gc
 import json
 import os
+import shutil
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import keras
 import numpy as np
 
+from model import CLASSIFIER_NAME
 from segmentation.config import TrainingSettings, setting_differences
-from segmentation.errors import CheckpointError, UsageError
-from segmentation.paths import BOOK_WEIGHTS_SUFFIX, WEIGHTS_SUFFIX, best_metrics_path
+from segmentation.errors import CheckpointError, SaveError, UsageError, describe_os_error
+from segmentation.paths import BOOK_WEIGHTS_SUFFIX, METRICS_SUFFIX, WEIGHTS_SUFFIX, best_metrics_path
 
 STATE_FORMAT = 1
+# HDF5's metadata in a `.weights.h5` file: per variable, and per file (with room to spare).
+HDF5_BYTES_PER_VARIABLE = 4096
+HDF5_BYTES_PER_FILE = 1 << 20
 @dataclasses.dataclass
 class TrainingState:
     """What `--resume` needs besides the weights and optimizer variables.
@@ -51,55 +59,139 @@ class TrainingState:
     settings: dict
 
 
-def write_atomically(path: str, write: Callable[[str], None], suffix: str = ".tmp") -> None:
-    """Has `write` fill a temporary file beside `path`, then renames it over `path`.
+@contextlib.contextmanager
+def staged_file(path: str, write: Callable[[str], None], suffix: str = ".tmp") -> Iterator[Callable[[], None]]:
+    """Has `write` fill a temporary file beside `path`; yields the function that renames it over `path`.
 
     The temporary file is in the same folder (so `os.replace` is atomic), hidden, and named
-    after the process so that two runs sharing a folder stay apart. A crash or kill at any
-    moment leaves either the old `path` or the new one, never a mix; on an error the
-    temporary file is removed.
+    after the process so that two runs sharing a folder stay apart. Until the rename, `path`
+    is untouched; a temporary not renamed by the end of the `with` block (an error, a kill of
+    the block) is removed. Staging several files first and renaming them after writes all or,
+    when one fails, none.
 
     Args:
         path: str. Target file.
         write: callable. Called with the temporary path; writes the whole file there.
         suffix: str. Ending of the temporary name (Keras wants `.weights.h5`). Defaults to ".tmp".
+
+    Raises:
+        SaveError: if the file cannot be written (a full disk, say): one line naming it.
     """
     directory, filename = os.path.split(path)
     temporary = os.path.join(directory, f".{filename}.{os.getpid()}.partial{suffix}")
     try:
-        write(temporary)
-        with open(temporary, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
+        reason = None
+        with _unraisable_errors_held() as held:
+            try:
+                write(temporary)
+                with open(temporary, "rb+") as file:
+                    os.fsync(file.fileno())
+            except OSError as error:
+                reason = describe_os_error(error)
+            if reason is not None:
+                # The failed write's objects (an h5py file still open, say) are referenced only by the
+                # finished exception's frames now: free them here, their close errors held back, and
+                # not at exit, where closing a file that cannot be flushed crashes HDF5.
+                gc.collect()
+                held.clear()
+        if reason is not None:
+            raise SaveError(
+                f"{path}: cannot be written ({reason}); the files written before are unchanged. "
+                "Free some space, or fix the folder, and run again."
+            )
+        for unraisable in held:
+            sys.unraisablehook(unraisable)
+        yield lambda: os.replace(temporary, path)
+    finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-        raise
 
 
-def save_weights_atomically(model: keras.Model, path: str) -> None:
-    """Saves weights to a temporary file and renames it over `path`.
+def write_atomically(path: str, write: Callable[[str], None], suffix: str = ".tmp") -> None:
+    """Has `write` fill a temporary file beside `path`, then renames it over `path` (see `staged_file`).
 
-    Args:
-        model: keras.Model. The model to save.
-        path: str. Target, ending in `.weights.h5`.
+    A crash or kill at any moment leaves either the old `path` or the new one, never a mix.
+
+    Raises:
+        SaveError: if the file cannot be written; `path` is then unchanged.
     """
-    write_atomically(path, model.save_weights, suffix=WEIGHTS_SUFFIX)
+    with staged_file(path, write, suffix) as commit:
+        commit()
 
 
-def write_json_atomically(record: dict, path: str) -> None:
-    """Writes `record` as indented JSON to `path` through a temporary file.
+@contextlib.contextmanager
+def _unraisable_errors_held() -> Iterator[list]:
+    """Holds back the errors Python can only print (an h5py file's close failing in `__del__`).
 
-    Args:
-        record: dict. JSON-serialisable values.
-        path: str. Target file.
+    A failed write makes h5py print a traceback for each object it frees; the failure itself
+    is reported once, by `write_atomically`. The caller passes on what it does not clear.
     """
+    held: list = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = held.append
+    try:
+        yield held
+    finally:
+        sys.unraisablehook = hook
+
+
+def weights_file_bytes(model: keras.Model) -> int:
+    """A generous size of the model's `.weights.h5` file: its (and its optimizer's) variables and HDF5's metadata.
+
+    Measured: 1.5-1.7 KB of metadata per variable besides the data, for the tests' ResNet11v2
+    up to the book's ResNet56v2.
+    """
+    # A compiled model's file holds its optimizer's variables too.
+    variables = [*model.weights, *(model.optimizer.variables if getattr(model, "optimizer", None) else [])]
+    data = sum(int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize for variable in variables)
+    return data + HDF5_BYTES_PER_VARIABLE * len(variables) + HDF5_BYTES_PER_FILE
+
+
+def check_free_space(path: str, needed: int) -> None:
+    """Refuses to start an HDF5 write that the disk cannot hold.
+
+    HDF5 cannot recover from a full disk in the middle of a file: its open objects can be
+    neither flushed nor closed, and the process crashes at exit. So a weights file is written
+    only where its whole size is free; Python's own writes (the state, JSON, CSV, images) fail
+    cleanly on their own and need no such check.
+
+    Raises:
+        SaveError: naming the file, the bytes needed and the bytes free.
+    """
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    if free < needed:
+        raise SaveError(
+            f"{path}: cannot be written (No space left on device: it needs {needed / 1e6:.1f} MB, "
+            f"{free / 1e6:.1f} MB are free); the files written before are unchanged. Free some space, or "
+            "choose another --save-dir, and run again."
+        )
+
+
+def json_writer(record: dict) -> Callable[[str], None]:
+    """A `write` for `staged_file`: `record` as indented JSON."""
+
     def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as file:
             json.dump(record, file, indent=2)
             file.write("\n")
 
-    write_atomically(path, write)
+    return write
+
+
+def save_best_model(model: keras.Model, weights_path: str, record: dict) -> None:
+    """Writes new best weights and their metrics record: both whole on disk before either replaces its old one.
+
+    The record is renamed first: a kill between the two renames leaves a bar that is too high,
+    which can keep a worse model out but never lets one in. A write that fails (a full disk)
+    changes neither file.
+    """
+    check_free_space(weights_path, weights_file_bytes(model))
+    with (
+        staged_file(best_metrics_path(weights_path), json_writer(record), suffix=METRICS_SUFFIX) as commit_record,
+        staged_file(weights_path, model.save_weights, suffix=WEIGHTS_SUFFIX) as commit_weights,
+    ):
+        commit_record()
+        commit_weights()
 
 
 def read_best_metrics(weights_path: str) -> dict | None:
@@ -109,16 +201,26 @@ def read_best_metrics(weights_path: str) -> dict | None:
         weights_path: str. The best `.weights.h5` file.
 
     Returns:
-        The decoded JSON dict (with a float `test_miou`), or None.
+        The decoded JSON dict (with a float mIoU of the split it was selected on), or None.
     """
     try:
         with open(best_metrics_path(weights_path), encoding="utf-8") as file:
             record = json.load(file)
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or not isinstance(record.get("test_miou"), int | float):
+    if not isinstance(record, dict) or not isinstance(selection_miou(record), int | float):
         return None
     return record
+
+
+def selection_miou(record: dict) -> object:
+    """The mIoU the best weights were selected by: on the test set (the book's), or on validation images."""
+    return record.get(f"{record.get('selected_on', 'test')}_miou")
+
+
+def add_test_scores(weights_path: str, record: dict, scores: dict) -> None:
+    """Adds the test set's scores, measured once at the end of a run selected on validation, to the record."""
+    write_atomically(best_metrics_path(weights_path), json_writer({**record, **scores}), suffix=METRICS_SUFFIX)
 
 
 def save_training_state(model: keras.Model, state: TrainingState, path: str) -> None:
@@ -283,3 +385,41 @@ def restore_weights(model: keras.Model, path: str) -> None:
             f"{path}: these weights do not fit the model (--layers, --depth, class count, "
             f"--height/--width) or the file is damaged: {detail}"
         ) from None
+
+
+def restore_for_fine_tuning(model: keras.Model, path: str) -> list[str]:
+    """Loads every layer whose weights fit the model (`--fine-tune`); returns the names of those left out.
+
+    Weights of another class count fit every layer but the classifier, `pre_activation`, which
+    keeps its fresh initial weights. Each layer is first filled with NaN, so a layer that was not
+    loaded is told from one that was, whatever their values.
+
+    Raises:
+        UsageError: if the file is unreadable, or layers other than the classifier do not fit.
+    """
+    layers = [layer for layer in model.layers if layer.weights]
+    initial = {layer.name: layer.get_weights() for layer in layers}
+    for layer in layers:
+        layer.set_weights([np.full_like(value, np.nan) for value in initial[layer.name]])
+    try:
+        with warnings.catch_warnings():
+            # Keras warns for each layer it skips; the caller says which were left out, once.
+            warnings.simplefilter("ignore")
+            model.load_weights(path, skip_mismatch=True)
+    except Exception as error:  # h5py and Keras raise many types for a bad or mismatched file
+        for layer in layers:
+            layer.set_weights(initial[layer.name])
+        detail = " ".join(str(error).split())[:300]
+        raise UsageError(f"{path}: cannot be read for --fine-tune: {detail}") from None
+    left_out = [layer.name for layer in layers
+                if any(np.isnan(value).any() for value in layer.get_weights())]
+    refused = set(left_out) - {CLASSIFIER_NAME}
+    for layer in layers:
+        if refused or layer.name in left_out:
+            layer.set_weights(initial[layer.name])
+    if refused:
+        raise UsageError(
+            f"{path}: --fine-tune keeps every layer but the classifier, and these weights do not fit "
+            f"{', '.join(left_out)} (--layers, --depth and --height/--width must be those they were trained with)."
+        )
+    return left_out

@@ -9,6 +9,7 @@ in each, whatever the class count.
 
 import colorsys
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,11 +46,54 @@ EXTRA_COLOR_VALUES = (1.0, 0.75, 0.5)
 DRINKS_CLASS_NAMES = ("background", "water bottle", "soda can", "juice can")
 
 
-def class_names(n_classes: int) -> list[str]:
-    """Display names: the drinks classes for a 4-class set, else 'class k'."""
+# The class id of pixels left out of the loss and every score (PASCAL VOC's "void"), and its colour
+# in ground-truth pictures (VOC's cream), which no class has.
+IGNORE_LABEL = 255
+IGNORE_COLOR = (224, 224, 192)
+
+
+def class_names(n_classes: int, names: Sequence[str] | None = None) -> list[str]:
+    """Display names of classes 0 .. n_classes - 1.
+
+    Args:
+        n_classes: int. Number of classes including background.
+        names: sequence of str or None. The names of classes 0 .. n_classes - 1 when known (from
+            `--classes` or the file beside the labels). Defaults to None: the drinks classes for a
+            4-class set, else 'class k'.
+
+    Returns:
+        list of str, `n_classes` long.
+    """
+    if names is not None:
+        return list(names)
     if n_classes == len(DRINKS_CLASS_NAMES):
         return list(DRINKS_CLASS_NAMES)
     return ["background"] + [f"class {k}" for k in range(1, n_classes)]
+
+
+def split_class_names(text: str) -> tuple[str, ...]:
+    """The names of `--classes NAMES`: classes 1, 2, ... (background, class 0, is not named).
+
+    Args:
+        text: str. Comma-separated names, e.g. "water bottle,soda can,juice can".
+
+    Returns:
+        The names with the surrounding spaces removed.
+
+    Raises:
+        ValueError: for an empty or repeated name, "background" (class 0 is never named), or more
+            names than a class-index mask can hold (`IGNORE_LABEL - 1`).
+    """
+    names = tuple(name.strip() for name in text.split(","))
+    folded = [name.casefold() for name in names]
+    if not all(names) or len(set(folded)) != len(names):
+        raise ValueError(f"--classes {text!r}: expected distinct comma-separated names of classes 1, 2, ..., "
+                         "e.g. bottle,can")
+    if "background" in folded:
+        raise ValueError(f"--classes {text!r}: name classes 1, 2, ... only; background is class 0.")
+    if len(names) >= IGNORE_LABEL:
+        raise ValueError(f"--classes: {len(names)} names; a class-index mask holds classes 1..{IGNORE_LABEL - 1}.")
+    return names
 
 
 def class_colors(num_classes: int) -> np.ndarray:
@@ -85,7 +129,8 @@ def colorize(label_map: np.ndarray, num_classes: int | None = None) -> np.ndarra
     """Colours a class-index map with `class_colors` (Figures 12.1.1 / 12.4.2 / 12.5.3).
 
     Args:
-        label_map: int array (H, W). Class ids, not negative.
+        label_map: int array (H, W). Class ids, not negative; `IGNORE_LABEL` pixels are painted
+            `IGNORE_COLOR`.
         num_classes: int or None. Number of classes including background. Defaults to enough for
             the largest id in `label_map`; a class's colour does not depend on it.
 
@@ -93,6 +138,14 @@ def colorize(label_map: np.ndarray, num_classes: int | None = None) -> np.ndarra
         uint8 RGB image (H, W, 3).
     """
     label_map = np.asarray(label_map)
+    ignored = label_map == IGNORE_LABEL
     if num_classes is None:
-        num_classes = int(label_map.max()) + 1 if label_map.size else 1
-    return class_colors(num_classes)[label_map]
+        labelled = label_map[~ignored]
+        num_classes = int(labelled.max()) + 1 if labelled.size else 1
+    colors = class_colors(num_classes)
+    if not ignored.any() or num_classes > IGNORE_LABEL:
+        return colors[label_map]
+    table = np.zeros((IGNORE_LABEL + 1, 3), dtype=np.uint8)
+    table[:num_classes] = colors
+    table[IGNORE_LABEL] = IGNORE_COLOR
+    return table[label_map]

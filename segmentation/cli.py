@@ -13,12 +13,16 @@ the data and the output folders, all before the first file is written.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import NoReturn
 
 import keras
@@ -31,6 +35,7 @@ from segmentation.checkpoints import (
     read_best_metrics,
     read_training_state,
     resolve_weights_path,
+    restore_for_fine_tuning,
     restore_weights,
 )
 from segmentation.classes import class_names
@@ -40,18 +45,30 @@ from segmentation.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_NON_FINITE,
+    EXIT_TERMINATED,
     CheckpointError,
     DatasetError,
     InferenceError,
     NonFiniteLossError,
+    SaveError,
+    Terminated,
     TrainingInterrupted,
     UsageError,
 )
 from segmentation.evaluation import evaluate_test_set, segment_image_file
-from segmentation.images import check_image
-from segmentation.inference import PlannedImage, check_export_paths, export_model, plan_predict_dir, segment_folder
-from segmentation.labels import LabelSet, load_labels
+from segmentation.images import check_image, image_header
+from segmentation.inference import (
+    PlannedImage,
+    describe_exports,
+    export_model,
+    plan_export,
+    plan_predict_dir,
+    segment_folder,
+)
+from segmentation.labels import LabelSet, split_labels
+from segmentation.lock import training_lock
 from segmentation.losses import CLASS_WEIGHTS, LOSSES, build_loss, median_frequency_weights
+from segmentation.masks import agree_on_classes, check_images_have_masks, load_split
 from segmentation.paths import PREDICTION_DIR, RunFiles, check_output_dir
 from segmentation.precision import AUTO as PRECISION_AUTO
 from segmentation.precision import POLICIES, default_precision
@@ -62,6 +79,9 @@ from segmentation.schedules import LR_SCHEDULES
 from segmentation.training import JIT_CHOICES, plan_training, report_training, score_existing_best, train
 
 logger = logging.getLogger("fcn")
+
+# The draw of --val-split when no --seed is given, so that every run (and --resume) holds out the same images.
+VAL_SPLIT_SEED = 0
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -265,10 +285,27 @@ class Data:
 
     train: LabelSet | None
     test: LabelSet | None
+    # The images the best weights are selected on, when not the test set's (--val-split, --val-labels).
+    validation: LabelSet | None = None
 
     @property
     def n_classes(self) -> int:
         return (self.train or self.test).n_classes
+
+    @property
+    def selection(self) -> LabelSet | None:
+        """The images the best weights are selected on: the validation images, or the test set's (the book's)."""
+        return self.test if self.validation is None else self.validation
+
+    @property
+    def selection_split(self) -> str:
+        """`"val"` or `"test"`: what `selection` holds, naming the logged metrics and the record's."""
+        return "test" if self.validation is None else "val"
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """Names of classes 0 .. n_classes - 1 when known (`--classes`, or stored beside the labels)."""
+        return (self.train or self.test).class_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,12 +316,13 @@ class Outputs:
     restore_explanation: str = ""
     planned: list[PlannedImage] = dataclasses.field(default_factory=list)
     predict_output: str | None = None
-    export_paths: tuple[str, str] | None = None
+    export_paths: dict[str, str] | None = None
 
 
 def evaluation_data(labels: LabelSet, config: RunConfig) -> DataGenerator:
     """The batches of a split for scoring: in order, the last partial batch kept."""
-    return DataGenerator(labels, config.data_path, batch_size=config.batch_size, shuffle=False, drop_last=False)
+    return DataGenerator(labels, config.data_path, batch_size=config.batch_size, shuffle=False, drop_last=False,
+                         size=(config.height, config.width), fit_size=config.fit_size)
 
 
 def check_environment(config: RunConfig) -> None:
@@ -316,15 +354,26 @@ def load_data(config: RunConfig) -> Data:
         )
 
     def read(path: str) -> LabelSet:
-        return load_labels(path, config.data_path, config.height, config.width)
+        # The book's .npy file or a folder of PNG masks, with the class names of --classes or stored beside it.
+        return load_split(path, config.data_path, config.height, config.width, config.fit_size, config.classes)
 
     needs_test_set = config.train or (config.evaluate and not config.image_file)
     test = read(test_path) if needs_test_set else None
-    train = read(train_path) if config.train or os.path.isfile(train_path) else None
+    train = read(train_path) if config.train or os.path.exists(train_path) else None
     if train is None and test is None:
         # --image-file without the training masks: the class count comes from the test masks.
         test = read(test_path)
-    data = Data(train, test)
+    agree_on_classes(train, test)
+    check_images_have_masks(config.data_path, [train_path, test_path] + (
+        [os.path.join(config.data_path, config.val_labels)] if config.val_labels else []))
+    validation = None
+    if config.val_labels:
+        validation = read(os.path.join(config.data_path, config.val_labels))
+        agree_on_classes(train, validation)
+    elif config.val_split is not None:
+        seed = VAL_SPLIT_SEED if config.seed is None else config.seed
+        train, validation = split_labels(train, config.val_split, seed)
+    data = Data(train, test, validation)
     if test is not None and test.n_classes != data.n_classes:
         raise DatasetError(
             f"{test_path}: masks have {test.n_classes} classes but {train_path} has {data.n_classes}. "
@@ -335,8 +384,10 @@ def load_data(config: RunConfig) -> Data:
             f"{train_path}: --batch-size {config.batch_size} is larger than the {len(train.masks)} "
             "images it lists, so an epoch would have no batch. Lower --batch-size."
         )
-    if config.image_file:
+    if config.image_file and config.fit_size == "refuse":
         check_image(config.image_file, config.height, config.width)
+    elif config.image_file:
+        image_header(config.image_file)
     return data
 
 
@@ -356,9 +407,8 @@ def check_outputs(config: RunConfig) -> Outputs:
         planned, predict_output = plan_predict_dir(config.predict_dir, config.predict_output, config.overwrite)
         outputs = dataclasses.replace(outputs, planned=planned, predict_output=predict_output)
     if config.export:
-        keras_path, saved_model_dir = check_export_paths(config.export, config.overwrite)
-        check_output_dir(os.path.dirname(os.path.abspath(saved_model_dir)), "--export")
-        outputs = dataclasses.replace(outputs, export_paths=(keras_path, saved_model_dir))
+        targets = plan_export(config.export, config.export_format, config.overwrite)
+        outputs = dataclasses.replace(outputs, export_paths=targets)
     if config.restore_weights:
         path, explanation = resolve_weights_path(config.restore_weights, config.save_dir)
         outputs = dataclasses.replace(outputs, restore_path=path, restore_explanation=explanation)
@@ -415,26 +465,37 @@ def build_network(config: RunConfig, n_classes: int) -> tuple[keras.Model, keras
     return backbone, fcn
 
 
+def fine_tune_from(fcn: keras.Model, path: str) -> None:
+    """`--fine-tune`: every layer of `path` but a classifier of another class count, and says which it left out."""
+    left_out = restore_for_fine_tuning(fcn, path)
+    if left_out:
+        logger.info("--fine-tune: loaded every layer of %s but %s (another class count), which starts afresh",
+                    path, ", ".join(left_out))
+    else:
+        logger.info("--fine-tune: loaded every layer of %s (the class count is the same)", path)
+
+
 def start_training(config: RunConfig, fcn: keras.Model, data: Data, files: RunFiles, precision: str,
                    started: float) -> tuple[TrainingState, float | None]:
     """Where training starts, and the `--time-budget` deadline (a `time.monotonic()` value) if any."""
-    settings = config.training_settings(data.n_classes, precision)
+    settings = config.training_settings(data.n_classes, precision, data.class_names)
     state = plan_training(files, settings, resume=config.resume, overwrite=config.overwrite,
-                          epochs=config.epochs, seed=config.seed)
+                          epochs=config.epochs, seed=config.seed, split=data.selection_split)
     deadline = None
     if config.time_budget is not None and config.resume:
         logger.info("--time-budget: the resumed run trains the %d epoch(s) its budget planned.", state.epochs)
     elif config.time_budget is not None:
         deadline = started + 60 * config.time_budget
     if state.best_miou != state.best_miou:  # NaN: best weights without a metrics record
-        state.best_miou = score_existing_best(fcn, files.weights, evaluation_data(data.test, config))
+        state.best_miou = score_existing_best(fcn, files.weights, evaluation_data(data.selection, config))
     return state, deadline
 
 
 def evaluate(config: RunConfig, fcn: keras.Model, data: Data, restore_path: str | None) -> None:
     """`--evaluate`: one image (`--image-file`) or the whole test set, with `--plot`'s figures."""
     if config.image_file:
-        segment_image_file(fcn, config.image_file, config.height, config.width)
+        names = list(data.class_names) if data.class_names else None
+        segment_image_file(fcn, config.image_file, config.height, config.width, config.fit_size, names)
         return
     record = read_best_metrics(restore_path) if restore_path else None
     evaluate_test_set(fcn, evaluation_data(data.test, config), config.plot, record.get("settings") if record else None)
@@ -447,15 +508,27 @@ def train_and_report(config: RunConfig, fcn: keras.Model, data: Data, state: Tra
     if config.class_weights == "auto":
         class_weights = median_frequency_weights(data.train.masks.values(), data.n_classes)
         logger.info("Class weights (median-frequency balancing): %s", ", ".join(
-            f"{name} {weight:.3g}" for name, weight in zip(class_names(data.n_classes), class_weights)))
+            f"{name} {weight:.3g}" for name, weight in zip(class_names(data.n_classes, data.class_names),
+                                                           class_weights)))
     train_data = DataGenerator(
         data.train, config.data_path, batch_size=config.batch_size, shuffle=True, seed=state.shuffle_seed,
         augmentation=Augmentation() if config.augment else None, passes=config.passes, workers=config.workers,
+        size=(config.height, config.width), fit_size=config.fit_size,
     )
+    # Ignored pixels (255 in a mask, the padding of --fit-size crop) are left out of the loss's mean.
+    ignore_pixels = data.train.has_ignore or config.fit_size == "crop"
     test_data = evaluation_data(data.test, config)
-    train(fcn, train_data, test_data, state, files, learning_rate=config.learning_rate,
+    if data.validation is None:
+        logger.info("Selecting the best weights on the test set, as the book does: their test score is then "
+                    "optimistic (--val-split 0.1 selects on held-out training images instead).")
+    else:
+        logger.info("Selecting the best weights on %d validation image(s) (%s); the test set is scored once, at "
+                    "the end.", len(data.validation.masks), data.validation.path)
+    selection_data = test_data if data.validation is None else evaluation_data(data.validation, config)
+    train(fcn, train_data, selection_data, state, files, split=data.selection_split,
+          learning_rate=config.learning_rate,
           lr_schedule=config.lr_schedule, jit_compile=config.jit_compile,
-          loss=build_loss(config.loss, class_weights, data.n_classes), resume=config.resume,
+          loss=build_loss(config.loss, class_weights, data.n_classes, ignore_pixels), resume=config.resume,
           verbose=config.verbose, tensorboard_dir=config.tensorboard, deadline=deadline)
     report_training(fcn, files, state.history, test_data)
 
@@ -475,33 +548,44 @@ def run(config: RunConfig, started: float) -> None:
     outputs = check_outputs(config)
     strategy = make_strategy(config.distribute)
     files = RunFiles.of(set_up_replicas(config, strategy), config.depth, config.layers, config.dataset)
-    precision = choose_precision(config, files.state)
-    keras.mixed_precision.set_global_policy(precision)
-    # The model's and the optimizer's variables are mirrored only if created in the strategy's scope.
-    with strategy.scope():
-        backbone, fcn = build_network(config, data.n_classes)
-        if outputs.restore_path:
-            logger.info(outputs.restore_explanation)
+    # One run trains into a save folder at a time; evaluation and prediction only read it.
+    with training_lock(files.save_dir) if config.train else contextlib.nullcontext():
+        precision = choose_precision(config, files.state)
+        keras.mixed_precision.set_global_policy(precision)
+        # The model's and the optimizer's variables are mirrored only if created in the strategy's scope.
+        with strategy.scope():
+            run_steps(config, data, outputs, files, precision, started)
+
+
+def run_steps(config: RunConfig, data: Data, outputs: Outputs, files: RunFiles, precision: str,
+              started: float) -> None:
+    """The book's order of steps: summary, restore, evaluate, train; then export and predict."""
+    backbone, fcn = build_network(config, data.n_classes)
+    if outputs.restore_path:
+        logger.info(outputs.restore_explanation)
+        if config.fine_tune:
+            fine_tune_from(fcn, outputs.restore_path)
+        else:
             restore_weights(fcn, outputs.restore_path)
-        elif config.evaluate:
-            logger.warning("Evaluating an untrained network: give --restore-weights to load trained weights.")
-        if config.train:
-            state, deadline = start_training(config, fcn, data, files, precision, started)
-        if config.train or config.summary:
-            os.makedirs(files.save_dir, exist_ok=True)
-        if config.summary:
-            save_summary(backbone, fcn, files.save_dir)
-        if config.evaluate:
-            evaluate(config, fcn, data, outputs.restore_path)
-        if config.train:
-            train_and_report(config, fcn, data, state, files, deadline)
-        if config.export:
-            export_model(fcn, *outputs.export_paths)
-            logger.info("Exported the network to %s (keras.saving.load_model) and %s/ (tf.saved_model.load(...).serve)",
-                        *outputs.export_paths)
-        # Last: skipped images end the run with status 2 once every other image is done.
-        if config.predict_dir:
-            segment_folder(fcn, outputs.planned, outputs.predict_output, config.batch_size, config.verbose)
+    elif config.evaluate:
+        logger.warning("Evaluating an untrained network: give --restore-weights to load trained weights.")
+    if config.train:
+        state, deadline = start_training(config, fcn, data, files, precision, started)
+    if config.train or config.summary:
+        os.makedirs(files.save_dir, exist_ok=True)
+    if config.summary:
+        save_summary(backbone, fcn, files.save_dir)
+    if config.evaluate:
+        evaluate(config, fcn, data, outputs.restore_path)
+    if config.train:
+        train_and_report(config, fcn, data, state, files, deadline)
+    if config.export:
+        export_model(fcn, outputs.export_paths)
+        logger.info("Exported the network to %s", describe_exports(outputs.export_paths))
+    # Last: skipped images end the run with status 2 once every other image is done.
+    if config.predict_dir:
+        segment_folder(fcn, outputs.planned, outputs.predict_output, config.batch_size, config.verbose,
+                       config.fit_size)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -518,11 +602,45 @@ def resume_command(argv: list[str]) -> str:
     return shlex.join(["python3", "fcn-12.3.1.py", *kept, "--resume"])
 
 
+def raise_terminated(signum: int, frame: object) -> None:
+    """SIGTERM's handler: stop as Ctrl-C stops, keeping the last completed epoch's state."""
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Handles SIGTERM like Ctrl-C for the `with` block (in the main thread), then puts back the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def report_interruption(interrupted: TrainingInterrupted | KeyboardInterrupt, argv: list[str]) -> int:
+    """Prints the one line of an interrupted run (and how to resume it); returns its exit status."""
+    terminated = isinstance(interrupted, Terminated) or getattr(interrupted, "terminated", False)
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    if not isinstance(interrupted, TrainingInterrupted):
+        print(f"fcn-12.3.1.py: {what}; the best weights saved so far are kept.", file=sys.stderr)
+    elif interrupted.epochs_done == 0:
+        print(f"fcn-12.3.1.py: {what} before the first epoch ended; nothing to resume, "
+              "and the best weights are unchanged.", file=sys.stderr)
+    else:
+        print(f"fcn-12.3.1.py: {what}; the state after the last completed epoch is in "
+              f"{interrupted.state_path}; resume with: {resume_command(argv)}", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status, with one line on stderr for each failure.
 
-    Statuses (`segmentation.errors`): 0 done, 2 bad input (or usage), 3 the loss or
-    weights became NaN or infinite, 130 interrupted with Ctrl-C.
+    Statuses (`segmentation.errors`): 0 done, 2 bad input (or usage, or a file that cannot be
+    written), 3 the loss or weights became NaN or infinite, 130 interrupted with Ctrl-C, 143
+    terminated by SIGTERM (both keep the state of the last completed epoch).
     """
     started = time.monotonic()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -532,22 +650,14 @@ def main(argv: list[str] | None = None) -> int:
     # tf.distribute logs every reduction at INFO level.
     logging.getLogger("tensorflow").setLevel(logging.DEBUG if config.verbose >= 2 else logging.WARNING)
     try:
-        run(config, started)
-    except (UsageError, DatasetError, CheckpointError, InferenceError) as error:
+        with sigterm_as_interrupt():
+            run(config, started)
+    except (UsageError, DatasetError, CheckpointError, InferenceError, SaveError) as error:
         print(f"fcn-12.3.1.py: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NonFiniteLossError as error:
         print(f"fcn-12.3.1.py: error: {error}", file=sys.stderr)
         return EXIT_NON_FINITE
-    except TrainingInterrupted as interrupted:
-        if interrupted.epochs_done == 0:
-            print("fcn-12.3.1.py: interrupted before the first epoch ended; nothing to resume, "
-                  "and the best weights are unchanged.", file=sys.stderr)
-        else:
-            print(f"fcn-12.3.1.py: interrupted; the state after the last completed epoch is in "
-                  f"{interrupted.state_path}; resume with: {resume_command(argv)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("fcn-12.3.1.py: interrupted; the best weights saved so far are kept.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except (TrainingInterrupted, KeyboardInterrupt) as interrupted:
+        return report_interruption(interrupted, argv)
     return 0

@@ -9,6 +9,7 @@ import dataclasses
 import math
 
 from resnet import check_input_shape
+from segmentation.classes import split_class_names
 from segmentation.errors import UsageError
 from segmentation.precision import AUTO as PRECISION_AUTO
 from segmentation.remat import AUTO as REMAT_AUTO
@@ -96,11 +97,12 @@ class RunConfig:
         """Whether the run segments a folder or exports the network (both need trained weights)."""
         return bool(self.predict_dir or self.export)
 
-    def training_settings(self, n_classes: int, precision: str) -> "TrainingSettings":
-        """The settings a training run records, with the class count and the dtype policy it resolved."""
-        recorded = {field.name for field in dataclasses.fields(TrainingSettings)} - {"n_classes", "precision"}
-        return TrainingSettings(n_classes=n_classes, precision=precision,
-                                **{name: getattr(self, name) for name in recorded})
+    def training_settings(self, n_classes: int, precision: str,
+                          class_names: tuple[str, ...] | None = None) -> "TrainingSettings":
+        """The settings a training run records, with the class count, dtype policy and class names it resolved."""
+        resolved = {"n_classes": n_classes, "precision": precision, "class_names": class_names}
+        recorded = {field.name for field in dataclasses.fields(TrainingSettings)} - set(resolved)
+        return TrainingSettings(**resolved, **{name: getattr(self, name) for name in recorded})
 
 
 BOOK = RunConfig()
@@ -142,6 +144,8 @@ class TrainingSettings:
     fit_size: str = _setting(BOOK.fit_size)
     val_split: float | None = _setting(BOOK.val_split)
     val_labels: str | None = _setting(BOOK.val_labels)
+    # Names of classes 0 .. n_classes - 1 when known (`--classes`, or stored beside the labels); for display.
+    class_names: tuple[str, ...] | None = _setting(None, must_match=False)
 
     def as_record(self) -> dict:
         """The settings as the JSON object stored in the files."""
@@ -217,6 +221,11 @@ def check_values(config: RunConfig) -> None:
         raise UsageError(f"--time-budget {config.time_budget}: must be a positive number of minutes, e.g. 10.")
     if config.channels != 3:
         raise UsageError(f"--channels {config.channels}: the images are RGB, so --channels must be 3.")
+    if config.classes is not None:
+        try:
+            split_class_names(config.classes)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     if config.depth < 11 or (config.depth - 2) % 9:
         raise UsageError(f"--depth {config.depth}: ResNet v2 depth must be 9n+2 (11, 20, ..., 56, 110).")
     if config.batch_size < 1 or config.epochs < 1 or config.workers < 1 or config.passes < 1:

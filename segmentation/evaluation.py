@@ -4,7 +4,8 @@ The book called `predict` once per test image; here the test set is scored a
 batch at a time, with the book's per-image mIoU and pixel accuracy and the
 data-set-level, per-class IoU of one confusion matrix beside them. A network
 that has collapsed to a few classes, which pixel accuracy hides, gets a
-warning naming what to try.
+warning naming what to try. With `--fit-size crop` each test image is
+predicted whole, in tiles of the network's input (`fitting.predict_tiled`).
 """
 
 import logging
@@ -19,7 +20,8 @@ from data_generator import DataGenerator
 from segmentation.classes import class_names
 from segmentation.config import BOOK
 from segmentation.figures import save_input_and_mask, save_triptych
-from segmentation.images import read_image
+from segmentation.fitting import predict_tiled, resize_image
+from segmentation.images import decode_image, read_image
 from segmentation.metrics import SegmentationScores
 from segmentation.paths import PREDICTION_DIR
 
@@ -64,16 +66,42 @@ def evaluate_dataset(
     Returns:
         The filled `SegmentationScores`.
     """
-    scores = SegmentationScores(generator.n_classes)
+    scores = SegmentationScores(generator.n_classes, generator.class_names)
     for index in range(len(generator)):
         # Class-index maps straight from the generator: no one-hot round trip.
         images, true_labels = generator.batch_class_maps(index)
         keys = generator.batch_keys(index)
-        predicted_labels = np.argmax(predict_batch(model, images), axis=-1)
-        scores.update(keys, true_labels, predicted_labels)
+        predicted_labels = predict_class_maps(model, images, generator.tile, generator.batch_size)
+        if generator.tile is None:
+            scores.update(keys, true_labels, predicted_labels)
+        else:
+            # Whole images of their own sizes: one at a time.
+            for key, truth, predicted in zip(keys, true_labels, predicted_labels):
+                scores.update([key], truth[np.newaxis], predicted[np.newaxis])
         if on_batch is not None:
             on_batch(keys, images, true_labels, predicted_labels)
     return scores
+
+
+def predict_class_maps(model: keras.Model, images: np.ndarray | list[np.ndarray], tile: tuple[int, int] | None,
+                       batch_size: int) -> np.ndarray | list[np.ndarray]:
+    """The predicted class of every pixel of a batch of images.
+
+    Args:
+        model: keras.Model. Maps images to per-pixel class probabilities.
+        images: float32 array `(N, H, W, 3)` of the network's input size, or with `tile`
+            a list of images of any size.
+        tile: (int, int) or None. `(height, width)` of the tiles each image is predicted
+            in (`--fit-size crop`); None predicts the batch as it is.
+        batch_size: int. Tiles per call of the network.
+
+    Returns:
+        int array `(N, H, W)`, or with `tile` a list of `(H, W)` maps.
+    """
+    if tile is None:
+        return np.argmax(predict_batch(model, np.asarray(images)), axis=-1)
+    return [np.argmax(predict_tiled(lambda batch: predict_batch(model, batch), image, *tile, batch_size), axis=-1)
+            for image in images]
 
 
 def report_scores(scores: SegmentationScores) -> None:
@@ -89,12 +117,12 @@ def report_scores(scores: SegmentationScores) -> None:
     )
     truth_pixels = scores.confusion.sum(axis=1)
     predicted_pixels = scores.confusion.sum(axis=0)
-    logger.info("%-14s %8s %14s %14s", "class", "IoU", "true pixels", "predicted")
-    for name, iou, truth, predicted in zip(
-        class_names(scores.n_classes), scores.class_iou, truth_pixels, predicted_pixels
-    ):
+    # The class column is as wide as the longest name (14 characters at least, the drinks table's).
+    width = max(14, *(len(name) for name in scores.class_names))
+    logger.info("%-*s %8s %14s %14s", width, "class", "IoU", "true pixels", "predicted")
+    for name, iou, truth, predicted in zip(scores.class_names, scores.class_iou, truth_pixels, predicted_pixels):
         iou_text = "   n/a" if np.isnan(iou) else f"{iou:.4f}"
-        logger.info("%-14s %8s %14d %14d", name, iou_text, truth, predicted)
+        logger.info("%-*s %8s %14d %14d", width, name, iou_text, truth, predicted)
     logger.info("Data-set-level mIoU (one confusion matrix over all test pixels): %.4f", scores.dataset_miou)
 
 
@@ -107,11 +135,14 @@ def evaluate_test_set(model: keras.Model, test_data: DataGenerator, plot: bool,
     let a collapse warning name only the flags their run lacked.
     """
 
+    names = class_names(test_data.n_classes, test_data.class_names)
+
     def save_figures(keys, images, truths, predictions):
         for key, image, truth, predicted in zip(keys, images, truths, predictions):
             stem = os.path.splitext(os.path.basename(key))[0]
             save_input_and_mask(image, predicted, PREDICTION_DIR, stem)
-            save_triptych(image, truth, predicted, os.path.join(PREDICTION_DIR, f"{stem}-triptych.png"), key)
+            save_triptych(image, truth, predicted, os.path.join(PREDICTION_DIR, f"{stem}-triptych.png"), key,
+                          class_names=names)
 
     scores = evaluate_dataset(model, test_data, on_batch=save_figures if plot else None)
     report_scores(scores)
@@ -123,13 +154,24 @@ def evaluate_test_set(model: keras.Model, test_data: DataGenerator, plot: bool,
 
 
 
-def segment_image_file(model: keras.Model, image_file: str, height: int, width: int) -> None:
-    """Segments one image and saves the book's `-input.png` / `-mask.png` pair."""
-    image = read_image(image_file, height, width)
-    predicted = np.argmax(predict_batch(model, image[np.newaxis]), axis=-1)[0]
+def segment_image_file(model: keras.Model, image_file: str, height: int, width: int, fit_size: str = "refuse",
+                       names: list[str] | None = None) -> None:
+    """Segments one image and saves the book's `-input.png` / `-mask.png` pair.
+
+    `fit_size` is `--fit-size`: "resize" scales the image to the network's input first, "crop"
+    segments it whole in tiles; `names` are the class names when known.
+    """
+    if fit_size == "refuse":
+        image = read_image(image_file, height, width)
+    elif fit_size == "resize":
+        image = resize_image(decode_image(image_file), height, width)
+    else:
+        image = decode_image(image_file).astype(np.float32) / 255.0
+    tile = (height, width) if fit_size == "crop" else None
+    predicted = predict_class_maps(model, [image] if tile else image[np.newaxis], tile, batch_size=4)[0]
     stem = os.path.splitext(os.path.basename(image_file))[0]
     input_path, mask_path = save_input_and_mask(image, predicted, PREDICTION_DIR, stem)
-    present = ", ".join(class_names(model.output_shape[-1])[k] for k in np.unique(predicted))
+    present = ", ".join(class_names(model.output_shape[-1], names)[k] for k in np.unique(predicted))
     logger.info("Segmented %s (classes found: %s): %s, %s", image_file, present, input_path, mask_path)
 
 
@@ -192,6 +234,8 @@ class CollapseMonitor:
     def check(self, scores: SegmentationScores) -> list[str]:
         """Updates the counts with one epoch's scores; returns the warnings, one line each."""
         warnings = []
+        # The scores carry the data set's class names when it has them.
+        self.names = scores.class_names
         predicted = scores.predicted_classes
         if len(predicted) == 1:
             warnings.append(

@@ -6,9 +6,12 @@ with `np.save` (`--save-filename`, relative to the current directory as in the b
 background: the pixels outside every region. A later region paints over an earlier one. `--show`
 saves each input and its coloured ground truth (Figures 12.1.1 / 12.4.2).
 
-Additions to the book's tool: VIA 1.x files and VIA's other shapes, class names (`--classes`), the
-class attribute (`--class-attribute`), a default class, `--resize` for photos that are not the
-network's size, a summary, and one-line errors (exit status 2) that leave nothing written.
+Additions to the book's tool: VIA 1.x files and VIA's other shapes, class names (`--classes`, stored
+beside the output: `segmentation_train.classes.json`, or `classes.json` in a mask folder), the class
+attribute (`--class-attribute`), a default class, `--resize` for photos that are not the network's
+size, `--save-format png` (a folder of `<image stem>.png` palette masks whose pixel values are class
+ids, the training program's other ground-truth format), a summary, and one-line errors (exit status
+2) that leave nothing written.
 
     python3 utils/generate_gt_segmentation.py -j segmentation_train.json -p dataset/drinks \\
         --save-filename segmentation_train.npy
@@ -17,6 +20,7 @@ network's size, a summary, and one-line errors (exit status 2) that leave nothin
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
 
@@ -26,9 +30,12 @@ import numpy as np
 from skimage import io, transform
 
 from segmentation import via
-from segmentation.classes import DRINKS_VIA_NAMES, colorize
+from segmentation.classes import DRINKS_VIA_NAMES, IGNORE_LABEL, colorize
 from segmentation.errors import EXIT_BAD_INPUT
-from segmentation.paths import TRAIN_VIA_JSON
+from segmentation.masks import write_class_names, write_mask_png
+from segmentation.paths import LABELS_SUFFIX, MASK_FOLDER_CLASSES, MASK_SUFFIX, TRAIN_VIA_JSON, class_names_path
+
+SAVE_FORMATS = ("npy", "png")
 
 JPEG_QUALITY = 95
 
@@ -50,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--save-filename", default="segmentation_train.npy", metavar="FILE",
         help="output .npy file, relative to the current directory as in the book; the training "
-        "program looks for it in its --data-path (default: %(default)s)",
+        "program looks for it in its --data-path; with --save-format png the mask folder, '.npy' "
+        "left out (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--save-format", choices=SAVE_FORMATS, default="npy",
+        help="'npy': the book's np.save of one-hot masks; 'png': a folder of <image stem>.png palette "
+        "masks whose pixel values are class ids, for --train-labels/--test-labels FOLDER "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--show", action="store_true",
@@ -241,6 +255,80 @@ def save_masks(masks: dict[str, np.ndarray], save_filename: str) -> str:
     return save_filename
 
 
+def mask_folder_path(save_filename: str) -> str:
+    """The mask folder `--save-format png` writes: `--save-filename` without a `.npy` ending."""
+    folder = save_filename[: -len(LABELS_SUFFIX)] if save_filename.endswith(LABELS_SUFFIX) else save_filename
+    return folder.rstrip(os.sep) or folder
+
+
+def check_mask_folder(project: via.Project, folder: str, num_classes: int) -> None:
+    """Refuses, before anything is written, a mask folder that cannot hold this project's masks.
+
+    Raises:
+        via.ViaError: for more classes than an 8-bit mask holds, an image in a subfolder or two
+            images of one stem (their masks would share a name), or a target that is a file or a
+            folder holding anything but masks (it is replaced whole).
+    """
+    if num_classes > IGNORE_LABEL:
+        raise via.ViaError(f"--save-format png: {num_classes} classes; an 8-bit mask holds class ids "
+                           f"0..{IGNORE_LABEL - 1}. Use --save-format npy")
+    stems = {}
+    for image in project.images:
+        if os.path.basename(image.filename) != image.filename:
+            raise via.ViaError(f"{project.source}: image {image.filename!r} is in a subfolder; a mask folder pairs "
+                               "<image stem>.png with the images at the top of --data-path. Use --save-format npy")
+        stem = os.path.splitext(image.filename)[0]
+        if stem in stems:
+            raise via.ViaError(f"{project.source}: images {stems[stem]!r} and {image.filename!r} would share the "
+                               f"mask {stem}{MASK_SUFFIX}; rename one of them")
+        stems[stem] = image.filename
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise via.ViaError(f"{folder}: is a file, not a mask folder; choose another --save-filename")
+    if os.path.isdir(folder):
+        others = [name for name in os.listdir(folder)
+                  if not (name.lower().endswith(MASK_SUFFIX) or name == MASK_FOLDER_CLASSES)]
+        if others:
+            raise via.ViaError(f"{folder}: holds {others[0]!r}, not a mask; the folder is replaced whole, so "
+                               "choose another --save-filename")
+
+
+def save_mask_folder(masks: dict[str, np.ndarray], folder: str, class_names: list[str] | None) -> str:
+    """Saves one palette PNG class-index mask per image, `<image stem>.png`, replacing the folder whole.
+
+    The masks are written to a temporary folder beside it, then renamed into place, so an
+    interruption leaves the earlier folder as it was.
+
+    Args:
+        masks: dict. {image filename: one-hot mask (H, W, num_classes)}.
+        folder: str. The mask folder (checked by `check_mask_folder`).
+        class_names: list of str or None. Names of classes 0 .. n - 1, stored in its `classes.json`.
+
+    Returns:
+        The folder written.
+    """
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    temporary = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.", suffix=".partial")
+    try:
+        for filename, mask in masks.items():
+            stem = os.path.splitext(filename)[0]
+            write_mask_png(os.path.join(temporary, stem + MASK_SUFFIX), np.argmax(mask, axis=-1), mask.shape[-1])
+        if class_names:
+            write_class_names(temporary, class_names)
+        if os.path.isdir(folder):
+            # A folder cannot be renamed over a non-empty one: move the earlier masks aside first.
+            previous = temporary[: -len(".partial")] + ".previous"
+            os.replace(folder, previous)
+            os.replace(temporary, folder)
+            shutil.rmtree(previous)
+        else:
+            os.replace(temporary, folder)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return folder
+
+
 def format_summary(
     masks: dict[str, np.ndarray], project: via.Project, class_names: list[str], save_filename: str
 ) -> str:
@@ -308,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             class_names=args.classes,
             default_class=args.default_class,
         )
+        if args.save_format == "png":
+            check_mask_folder(project, mask_folder_path(args.save_filename), num_classes)
         masks = convert(project, args.data_path, num_classes, args.resize, resized_path, show_dir, written)
     except via.ViaError as error:
         for path in reversed(written):
@@ -317,8 +407,20 @@ def main(argv: list[str] | None = None) -> int:
                 os.rmdir(path)
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    save_filename = save_masks(masks, args.save_filename)
+    stored_names = class_names if args.classes else None
+    if args.save_format == "png":
+        save_filename = save_mask_folder(masks, mask_folder_path(args.save_filename), stored_names)
+    else:
+        save_filename = save_masks(masks, args.save_filename)
+        names_path = class_names_path(save_filename)
+        if stored_names:
+            write_class_names(save_filename, stored_names)
+        elif os.path.isfile(names_path):
+            # Names of an earlier conversion would be taken for these masks' names.
+            os.remove(names_path)
     print(format_summary(masks, project, class_names, save_filename))
+    if stored_names:
+        print(f"Class names saved in {class_names_path(save_filename)}")
     if show_dir is not None:
         print(f"Inputs and ground truths saved in {show_dir}")
     if resized_path is not None:

@@ -10,6 +10,8 @@ from segmentation.errors import DatasetError
 # palette looked up, alpha dropped). Any other mode (16-bit or float grey, CMYK, ...) is refused.
 RGB_MODES = ("RGB",)
 CONVERTED_MODES = ("L", "LA", "1", "P", "PA", "RGBA", "RGBa", "La")
+# The image files a folder of images is made of (`--predict-dir`, a mask folder's images).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 def check_image(path: str, height: int, width: int) -> str:
     """Checks an image file's header without decoding its pixels.
@@ -27,6 +29,28 @@ def check_image(path: str, height: int, width: int) -> str:
             chunk checksums are verified), it is 16-bit, float or CMYK, or it is not
             `height` x `width`.
     """
+    mode, size = image_header(path)
+    if size != (width, height):
+        raise DatasetError(
+            f"{path}: image is {size[0]}x{size[1]}, expected {width}x{height} "
+            "(--width x --height). Resize it, give the matching --height/--width, or --fit-size resize or crop."
+        )
+    return mode
+
+
+def image_header(path: str) -> tuple[str, tuple[int, int]]:
+    """Checks an image file of any size as `check_image` does, and returns its mode and size.
+
+    Args:
+        path: str. Image file.
+
+    Returns:
+        `(mode, (width, height))`, the mode `"RGB"` or one of `CONVERTED_MODES`.
+
+    Raises:
+        DatasetError: if the file is not a readable image, its data is cut short, or it is
+            16-bit, float or CMYK.
+    """
     try:
         with PIL.Image.open(path) as image:
             mode, size = image.mode, image.size
@@ -42,12 +66,7 @@ def check_image(path: str, height: int, width: int) -> str:
             f"{path}: image mode {mode} is not supported (16-bit, float and CMYK images are refused). "
             "Convert it to 8-bit RGB, e.g. with Pillow's Image.convert('RGB')."
         )
-    if size != (width, height):
-        raise DatasetError(
-            f"{path}: image is {size[0]}x{size[1]}, expected {width}x{height} "
-            "(--width x --height). Resize it or give the matching --height/--width."
-        )
-    return mode
+    return mode, size
 
 
 def decode_image(path: str) -> np.ndarray:

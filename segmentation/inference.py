@@ -4,37 +4,65 @@ The book segments one image at a time (`--image-file`). `predict_directory`
 segments every JPEG or PNG image of a folder, whatever its size: each image is
 resized to the network's input, the images go through the network a batch at
 a time, and each predicted class map is resized back to its image's size
-with nearest-neighbour sampling (so no new class appears on a border). For
-each image it writes the coloured mask (the book's colours) and the image
-with the mask blended over its objects.
+with nearest-neighbour sampling (so no new class appears on a border); with
+`--fit-size crop` each image is segmented whole instead, in tiles of the
+network's input size (`segmentation.fitting`). For each image it writes the
+coloured mask (the book's colours) and the image with the mask blended over
+its objects.
 
-`export_model` writes the network as a Keras 3 `.keras` file and as a
-TensorFlow SavedModel whose `serve` endpoint maps float32 images in [0, 1]
-to per-pixel class probabilities.
+`export_model` writes the network in each `--export-format`: a Keras 3
+`.keras` file, a TensorFlow SavedModel (its `serve` endpoint), an ONNX file
+(tf2onnx, `requirements-export.txt`) and a LiteRT `.tflite` file of built-in
+operators only, for devices. Each maps float32 images in [0, 1] to per-pixel
+class probabilities.
 
 Nothing the user already has is overwritten unless they ask for it.
 """
 
 import dataclasses
+import importlib
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
 import skimage.io
-import skimage.transform
+import tensorflow as tf
 
 from segmentation.checkpoints import write_atomically
 from segmentation.classes import colorize
-from segmentation.errors import DatasetError, InferenceError
+from segmentation.config import BOOK_EXPORT_FORMATS
+from segmentation.errors import DatasetError, InferenceError, UsageError
+from segmentation.fitting import predict_tiled, resize_image, resize_labels
 from segmentation.images import decode_image
-from segmentation.paths import KERAS_SUFFIX, PREDICTION_DIR, SAVED_MODEL_FILE, check_output_dir
+from segmentation.paths import (
+    EXPORT_SUFFIXES,
+    KERAS_SUFFIX,
+    LITERT_SUFFIX,
+    ONNX_SUFFIX,
+    PREDICTION_DIR,
+    SAVED_MODEL_FILE,
+    check_output_dir,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Weight of the coloured mask over an object's pixels in the overlay; background is left as it is.
 OVERLAY_OPACITY = 0.5
+# The optional converters (beyond requirements.txt) each --export-format needs; LiteRT's is TensorFlow's own.
+EXPORT_MODULES = {"onnx": ("tf2onnx", "onnx")}
+EXPORT_REQUIREMENTS = "requirements-export.txt"
+# tf2onnx 1.17's default opset, fixed so that the file does not change with a later tf2onnx's default.
+ONNX_OPSET = 15
+# How each export is loaded, for the log line.
+EXPORT_LOADERS = {
+    "keras": "keras.saving.load_model",
+    "savedmodel": "tf.saved_model.load(...).serve",
+    "onnx": "onnxruntime.InferenceSession",
+    "litert": "ai_edge_litert.interpreter.Interpreter",
+}
 
 logger = logging.getLogger(__name__)
 
@@ -148,28 +176,8 @@ def to_network_input(image: np.ndarray, height: int, width: int) -> np.ndarray:
         float32 array `(height, width, 3)`; an image of that size already is
         only rescaled to [0, 1] (exactly as `--evaluate` reads it).
     """
-    if image.shape[:2] == (height, width):
-        return image.astype(np.float32) / 255.0
-    # Anti-aliasing when shrinking, as a camera at that resolution would see the scene.
-    resized = skimage.transform.resize(image, (height, width), order=1, anti_aliasing=True)
-    return resized.astype(np.float32)
-
-
-def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resizes a class-index map with nearest-neighbour sampling (never mixing classes).
-
-    Args:
-        labels: int array `(h, w)`.
-        height: int. Target height.
-        width: int. Target width.
-
-    Returns:
-        Array `(height, width)` of `labels`' dtype; each pixel takes the class
-        of the source pixel whose centre is nearest.
-    """
-    rows = ((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.int64)
-    columns = ((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.int64)
-    return labels[np.ix_(rows, columns)]
+    # The same scaling as `--fit-size resize` gives the training and test images.
+    return resize_image(image, height, width)
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = OVERLAY_OPACITY) -> np.ndarray:
@@ -194,6 +202,7 @@ def predict_directory(
     output_dir: str,
     batch_size: int = 4,
     verbose: int = 1,
+    fit_size: str = "refuse",
 ) -> PredictionSummary:
     """Segments images a batch at a time and writes each one's mask and overlay.
 
@@ -206,11 +215,16 @@ def predict_directory(
         output_dir: str. The outputs' folder, created if missing.
         batch_size: int. Images per `predict_on_batch`. Defaults to 4.
         verbose: int. 0 silent, otherwise a progress bar. Defaults to 1.
+        fit_size: str. `--fit-size`: "crop" segments each image whole, in tiles of the
+            network's input size (`fitting.predict_tiled`), instead of resizing it.
+            Defaults to "refuse" (images resized, as with "resize").
 
     Returns:
         A `PredictionSummary`.
     """
     height, width = model.input_shape[1:3]
+    if fit_size == "crop":
+        return _predict_directory_tiled(model, planned, output_dir, batch_size, verbose)
     os.makedirs(output_dir, exist_ok=True)
     progress = keras.utils.Progbar(len(planned), verbose=1 if verbose else 0, unit_name="image")
     summary = PredictionSummary(written=[], skipped=[])
@@ -235,85 +249,149 @@ def predict_directory(
     return summary
 
 
-def export_paths(path: str) -> tuple[str, str]:
-    """The `.keras` file and the SavedModel folder an `--export PATH` means.
+def _predict_directory_tiled(model: keras.Model, planned: Sequence[PlannedImage], output_dir: str, batch_size: int,
+                             verbose: int) -> PredictionSummary:
+    """`predict_directory` for `--fit-size crop`: each image whole, its tiles `batch_size` at a time."""
+    height, width = model.input_shape[1:3]
+    os.makedirs(output_dir, exist_ok=True)
+    progress = keras.utils.Progbar(len(planned), verbose=1 if verbose else 0, unit_name="image")
+    summary = PredictionSummary(written=[], skipped=[])
+    for item in planned:
+        try:
+            image = decode_image(item.image_path)
+        except DatasetError as error:
+            summary.skipped.append((item.image_path, str(error)))
+        else:
+            probabilities = predict_tiled(model.predict_on_batch, image.astype(np.float32) / 255.0, height, width,
+                                          batch_size)
+            labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
+            skimage.io.imsave(item.mask_path, colorize(labels), check_contrast=False)
+            skimage.io.imsave(item.overlay_path, overlay(image, labels), check_contrast=False)
+            summary.written.append(item)
+        progress.add(1)
+    return summary
+
+
+def export_paths(path: str, formats: Sequence[str] = BOOK_EXPORT_FORMATS) -> dict[str, str]:
+    """The files an `--export PATH` means, one per `--export-format`.
 
     Args:
-        path: str. `--export` value; a trailing `.keras` is dropped.
+        path: str. `--export` value; a trailing `.keras`, `.onnx` or `.tflite` is dropped.
+        formats: sequence of str. Names from `config.EXPORT_FORMATS`. Defaults to keras and savedmodel.
 
     Returns:
-        `(PATH.keras, PATH)`.
+        `{format: target}` in the order of `formats`: `PATH.keras`, the SavedModel folder
+        `PATH`, `PATH.onnx`, `PATH.tflite`.
     """
     path = path.rstrip(os.sep) or path
-    stem = path[: -len(KERAS_SUFFIX)] if path.endswith(KERAS_SUFFIX) else path
-    return stem + KERAS_SUFFIX, stem
+    stem = path
+    for suffix in filter(None, EXPORT_SUFFIXES.values()):
+        if path.endswith(suffix):
+            stem = path[: -len(suffix)]
+            break
+    return {export_format: stem + EXPORT_SUFFIXES[export_format] for export_format in formats}
 
 
-def check_export_paths(path: str, overwrite: bool = False) -> tuple[str, str]:
+def check_export_tools(formats: Sequence[str]) -> None:
+    """Refuses a format whose converter is not installed (`requirements-export.txt`), before anything is built.
+
+    Raises:
+        UsageError: naming the format, the missing packages and the install command.
+    """
+    for export_format in formats:
+        missing = []
+        for module in EXPORT_MODULES.get(export_format, ()):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                missing.append(module)
+        if missing:
+            raise UsageError(
+                f"--export-format {export_format} needs {' and '.join(missing)}, not installed here: "
+                f"pip install -r {EXPORT_REQUIREMENTS} (or leave out --export-format {export_format})."
+            )
+
+
+def check_export_paths(path: str, overwrite: bool = False,
+                       formats: Sequence[str] = BOOK_EXPORT_FORMATS) -> dict[str, str]:
     """Refuses an export that would replace something, before anything is built.
 
     Args:
         path: str. `--export` value.
         overwrite: bool. Allow replacing an earlier export. Defaults to False.
+        formats: sequence of str. The `--export-format` values. Defaults to keras and savedmodel.
 
     Returns:
-        `(keras_path, saved_model_dir)`, as `export_paths`.
+        `{format: target}`, as `export_paths`.
 
     Raises:
-        InferenceError: if either exists and `overwrite` is not given, or if
-            the SavedModel folder exists and is not a SavedModel (never replaced).
+        InferenceError: if a target exists and `overwrite` is not given, if a file
+            target is a folder, or if the SavedModel folder exists and is not a
+            SavedModel (never replaced).
     """
-    keras_path, saved_model_dir = export_paths(path)
-    if os.path.lexists(saved_model_dir) and not os.path.isfile(os.path.join(saved_model_dir, SAVED_MODEL_FILE)):
-        raise InferenceError(
-            f"--export {path}: {saved_model_dir} exists and is not a SavedModel folder; choose another --export."
-        )
-    if os.path.lexists(keras_path) and not os.path.isfile(keras_path):
-        raise InferenceError(f"--export {path}: {keras_path} exists and is not a file; choose another --export.")
-    existing = [target for target in (keras_path, saved_model_dir) if os.path.lexists(target)]
+    targets = export_paths(path, formats)
+    for export_format, target in targets.items():
+        if export_format == "savedmodel":
+            if os.path.lexists(target) and not os.path.isfile(os.path.join(target, SAVED_MODEL_FILE)):
+                raise InferenceError(
+                    f"--export {path}: {target} exists and is not a SavedModel folder; choose another --export."
+                )
+        elif os.path.lexists(target) and not os.path.isfile(target):
+            raise InferenceError(f"--export {path}: {target} exists and is not a file; choose another --export.")
+    existing = [target for target in targets.values() if os.path.lexists(target)]
     if existing and not overwrite:
         raise InferenceError(
             f"--export {path}: {' and '.join(existing)} exist(s) already. Choose another --export, or give "
             "--overwrite to replace the earlier export."
         )
-    return keras_path, saved_model_dir
+    return targets
 
 
-def export_model(model: keras.Model, keras_path: str, saved_model_dir: str) -> None:
-    """Writes the inference model as a `.keras` file and a TensorFlow SavedModel.
-
-    The model is saved as it is; an FCN that was never compiled carries no
-    optimizer or loss, so loading it needs no custom objects. Both are written
-    under temporary names and renamed into place, so an interrupted export
-    leaves any earlier one whole.
+def plan_export(path: str, formats: Sequence[str], overwrite: bool) -> dict[str, str]:
+    """Checks the converters and the targets of `--export`, creating nothing.
 
     Args:
-        model: keras.Model. The FCN with its trained weights.
-        keras_path: str. Target `.keras` file.
-        saved_model_dir: str. Target SavedModel folder (`tf.saved_model.load(path).serve(x)`);
-            its parent folder is created if missing.
+        path: str. `--export` value.
+        formats: sequence of str. The `--export-format` values.
+        overwrite: bool. The `--overwrite` flag.
 
-    Example:
+    Returns:
+        `{format: target}`, as `export_paths`.
 
-    >>> export_model(fcn, "weights/fcn.keras", "weights/fcn")
-    >>> served = tf.saved_model.load("weights/fcn")   # keep it: `serve` needs its variables
-    >>> served.serve(images)   # (N, H, W, n_classes) probabilities
+    Raises:
+        UsageError, InferenceError: for a converter that is missing or targets in the way.
     """
+    check_export_tools(formats)
+    targets = check_export_paths(path, overwrite, formats)
+    check_output_dir(_export_folder(targets), "--export")
+    return targets
+
+
+def _export_folder(targets: Mapping[str, str]) -> str:
+    """The folder all the targets of one `--export PATH` share (PATH's own)."""
+    return os.path.dirname(os.path.abspath(next(iter(targets.values()))))
+
+
+def describe_exports(targets: Mapping[str, str]) -> str:
+    """The written exports and how each is loaded, for the log line."""
+    return ", ".join(
+        f"{target}{os.sep if export_format == 'savedmodel' else ''} ({EXPORT_LOADERS[export_format]})"
+        for export_format, target in targets.items()
+    )
+
+
+def _write_keras(model: keras.Model, path: str) -> None:
+    write_atomically(path, model.save, suffix=KERAS_SUFFIX)
+
+
+def _write_saved_model(model: keras.Model, saved_model_dir: str) -> None:
     parent, name = os.path.split(os.path.abspath(saved_model_dir))
-    os.makedirs(parent, exist_ok=True)
-    write_atomically(keras_path, model.save, suffix=KERAS_SUFFIX)
     temporary = os.path.join(parent, f".{name}.{os.getpid()}.partial")
-    # TensorFlow logs "Assets written to" the temporary folder at INFO level: noise for the user.
-    tensorflow_logger = logging.getLogger("tensorflow")
-    level = tensorflow_logger.level
-    tensorflow_logger.setLevel(logging.WARNING)
     try:
         model.export(temporary, format="tf_saved_model", verbose=False)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    finally:
-        tensorflow_logger.setLevel(level)
     if os.path.isdir(saved_model_dir):
         # A folder cannot be renamed over a non-empty one: move the earlier export aside first.
         previous = os.path.join(parent, f".{name}.{os.getpid()}.previous")
@@ -322,6 +400,76 @@ def export_model(model: keras.Model, keras_path: str, saved_model_dir: str) -> N
         shutil.rmtree(previous)
     else:
         os.replace(temporary, saved_model_dir)
+
+
+def _input_signature(model: keras.Model) -> list[tf.TensorSpec]:
+    # Given, because Keras' ONNX export refuses a model that was never called (as after restoring weights);
+    # the batch size stays free.
+    return [tf.TensorSpec(model.input_shape, tf.float32, name=model.inputs[0].name)]
+
+
+def _write_onnx(model: keras.Model, path: str) -> None:
+    write_atomically(
+        path,
+        lambda temporary: model.export(temporary, format="onnx", verbose=False, opset_version=ONNX_OPSET,
+                                       input_signature=_input_signature(model)),
+        suffix=ONNX_SUFFIX,
+    )
+
+
+def _write_litert(model: keras.Model, path: str) -> None:
+    # Built-in operators only: the plain LiteRT interpreter on a device has no TensorFlow (Flex) kernels,
+    # so an operator without a built-in fails the export here rather than on the device.
+    builtins_only = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}
+    write_atomically(
+        path,
+        lambda temporary: model.export(temporary, format="litert", verbose=False, target_spec=builtins_only,
+                                       input_signature=_input_signature(model)),
+        suffix=LITERT_SUFFIX,
+    )
+
+
+EXPORT_WRITERS = {"keras": _write_keras, "savedmodel": _write_saved_model, "onnx": _write_onnx,
+                  "litert": _write_litert}
+
+
+def export_model(model: keras.Model, targets: Mapping[str, str]) -> None:
+    """Writes the inference model in each chosen format.
+
+    The model is saved as it is; an FCN that was never compiled carries no
+    optimizer or loss, so loading the `.keras` file needs no custom objects.
+    Every export is written under a temporary name and renamed into place, so
+    an interrupted export leaves any earlier one whole. Each takes float32
+    images in [0, 1] of the model's input shape (any batch size) and gives the
+    per-pixel class probabilities.
+
+    Args:
+        model: keras.Model. The FCN with its trained weights.
+        targets: mapping of str to str. `{format: target}` from `plan_export`; the
+            targets' folder is created if missing.
+
+    Example:
+
+    >>> export_model(fcn, {"keras": "weights/fcn.keras", "savedmodel": "weights/fcn"})
+    >>> served = tf.saved_model.load("weights/fcn")   # keep it: `serve` needs its variables
+    >>> served.serve(images)   # (N, H, W, n_classes) probabilities
+    """
+    os.makedirs(_export_folder(targets), exist_ok=True)
+    # The converters log every step at INFO level ("Assets written to" a temporary folder, tf2onnx's
+    # optimizer passes): noise for the user.
+    quieted = [logging.getLogger(name) for name in ("tensorflow", "tf2onnx")]
+    levels = [quiet.level for quiet in quieted]
+    for quiet in quieted:
+        quiet.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            # Keras' tf2onnx patch probes `np.object`, which NumPy 2 answers with a FutureWarning.
+            warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
+            for export_format, target in targets.items():
+                EXPORT_WRITERS[export_format](model, target)
+    finally:
+        for quiet, level in zip(quieted, levels):
+            quiet.setLevel(level)
 
 
 def plan_predict_dir(input_dir: str, output_dir: str | None, overwrite: bool) -> tuple[list[PlannedImage], str]:
@@ -348,17 +496,18 @@ def plan_predict_dir(input_dir: str, output_dir: str | None, overwrite: bool) ->
 
 
 def segment_folder(model: keras.Model, planned: list[PlannedImage], output_dir: str, batch_size: int,
-                   verbose: int) -> None:
+                   verbose: int, fit_size: str = "refuse") -> None:
     """Segments the planned images with a progress bar, and logs where the outputs are.
 
     Unreadable images are skipped with a warning line each, so the rest are
-    still segmented.
+    still segmented. `fit_size` is `--fit-size` (see `predict_directory`).
 
     Raises:
         DatasetError: after the run, if any image was skipped (exit status 2).
     """
     logger.info("Segmenting %d image(s) into %s/, %d per batch", len(planned), output_dir, batch_size)
-    summary = predict_directory(model, planned, output_dir, batch_size=batch_size, verbose=verbose)
+    summary = predict_directory(model, planned, output_dir, batch_size=batch_size, verbose=verbose,
+                                fit_size=fit_size)
     for _, reason in summary.skipped:
         logger.warning("skipped %s", reason)
     logger.info("Wrote %d mask(s) and overlay(s) to %s/ (<image>-mask.png, <image>-overlay.png)",

@@ -21,7 +21,8 @@ import zlib
 import numpy as np
 
 from segmentation.errors import DatasetError
-from segmentation.images import RGB_MODES, check_image
+from segmentation.fitting import resize_labels
+from segmentation.images import RGB_MODES, check_image, image_header
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +35,28 @@ class LabelSet:
     """Ground truth of one split, as class-index maps.
 
     Attributes:
-        path: str. The `.npy` file it was read from.
+        path: str. The `.npy` file or the mask folder it was read from.
         masks: mapping. Image filename -> uint8 `(H, W)` class-index map
-            (`load_labels` gives a `ClassMaps`, which keeps them compressed).
-        n_classes: int. Number of classes (the one-hot masks' last axis).
+            (`load_labels` gives a `ClassMaps`, which keeps them compressed);
+            `IGNORE_LABEL` (255) marks pixels left out of the loss and scores.
+        n_classes: int. Number of classes (the one-hot masks' last axis, or
+            that of a mask folder).
+        class_names: tuple of str or None. Names of classes 0 .. n_classes - 1
+            when known (`--classes`, or the names stored beside the labels).
+            Defaults to None.
+        has_ignore: bool. Whether a map holds `IGNORE_LABEL`. Defaults to False
+            (the book's `.npy` masks never do).
+        counted: bool. Whether `n_classes` was counted from the largest class
+            id found (a mask folder without names), and may grow to another
+            split's. Defaults to False.
     """
 
     path: str
     masks: collections.abc.Mapping[str, np.ndarray]
     n_classes: int
+    class_names: tuple[str, ...] | None = None
+    has_ignore: bool = False
+    counted: bool = False
 
     @property
     def keys(self) -> list[str]:
@@ -160,15 +174,43 @@ class _PickledArray:
         self._unpickler.forget(state)
 
 
+# The only globals the book's format names, in numpy 1.x (numpy.core) and 2.x (numpy._core) pickles of
+# protocols 2 to 5: NumPy's array reconstruction, dtypes and scalars, and protocol 2's bytes. Dicts,
+# lists, strings and numbers need no global.
+SAFE_GLOBALS = frozenset({
+    *((package, function) for package in ("numpy.core.multiarray", "numpy._core.multiarray")
+      for function in ("_reconstruct", "scalar")),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+})
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle stream named a global that the book's label format never holds."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.qualified_name = f"{module}.{name}"
+
+
 # The pure-Python unpickler: its memo is a plain dict that `forget` can prune while loading
 # (the C unpickler's memo can only be copied or replaced whole).
 class _SummarizingUnpickler(pickle._Unpickler):
-    """An unpickler that reads every NumPy array of the stream as a `_PickledArray`."""
+    """An unpickler that accepts only `SAFE_GLOBALS` and reads every NumPy array as a `_PickledArray`.
+
+    Pickle runs code by calling the globals a stream names (`os.system`, say, through `__reduce__`);
+    `find_class` is asked for each one when the stream names it, before anything is called, so a
+    refusal there stops a hostile file before any of its code runs.
+    """
 
     def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_GLOBALS:
+            raise RefusedGlobal(module, name)
         found = super().find_class(module, name)
-        # numpy 1.x pickles name numpy.core.multiarray, numpy 2.x numpy._core.multiarray.
-        if name == "_reconstruct" and module.split(".")[0] == "numpy":
+        if name == "_reconstruct":
             return functools.partial(_PickledArray, self, found)
         return found
 
@@ -196,12 +238,14 @@ def _unwrap(value: object) -> object:
 def read_labels_dict(path: str) -> object:
     """Reads the book's `np.save`d dict with each mask reduced to a `MaskSummary` on the way.
 
-    The only function that unpickles: the book's format is a pickled dict,
-    and pickle can run code, so only files the user names are read this way.
-    Masks are freed one by one for the pickle protocols `np.save` writes (3
-    in numpy 1.x, the book's files; 4 in numpy 2.x); other protocols load
-    the same, holding the raw data until the end. A file that is not a
-    pickled object array is read by `np.load` as it is.
+    The only function that unpickles. The book's format is a pickled dict, and
+    pickle can run code, so the unpickler accepts only the globals the format
+    holds (`SAFE_GLOBALS`: NumPy arrays, dtypes and scalars) and refuses any
+    other before it is called. Masks are freed one by one for the pickle
+    protocols `np.save` writes (3 in numpy 1.x, the book's files; 4 in numpy
+    2.x); protocols 2 and 5 load the same, holding the raw data until the end.
+    A file that is not a pickled object array is read by `np.load` without
+    pickle.
 
     Args:
         path: str. The `.npy` file.
@@ -210,6 +254,9 @@ def read_labels_dict(path: str) -> object:
         The dict `{key: MaskSummary}` for the book's format (a value that was
         not pickled as an array is left as it is); otherwise whatever the
         file holds.
+
+    Raises:
+        DatasetError: if the pickle names any other global, e.g. a function to call.
     """
     header_readers = {
         (1, 0): np.lib.format.read_array_header_1_0,
@@ -219,17 +266,24 @@ def read_labels_dict(path: str) -> object:
         version = np.lib.format.read_magic(file)
         read_header = header_readers.get(version)
         if read_header is not None and read_header(file)[2].hasobject:
-            # np.load's own pickle settings (ASCII for Python 2 strings).
-            loaded = _unwrap(_SummarizingUnpickler(file, encoding="ASCII").load())
+            try:
+                # np.load's own pickle settings (ASCII for Python 2 strings).
+                loaded = _unwrap(_SummarizingUnpickler(file, encoding="ASCII").load())
+            except RefusedGlobal as refused:
+                raise DatasetError(
+                    f"{path}: the pickle names the global {refused.qualified_name}; refused: label files may "
+                    "hold only arrays. Regenerate it with utils/generate_gt_segmentation.py, and read only "
+                    "label files you trust."
+                ) from None
             content = loaded.flat[0] if isinstance(loaded, np.ndarray) and loaded.size == 1 else loaded
             if isinstance(content, dict):
                 return {key: _unwrap(value) for key, value in content.items()}
             return content
-    loaded = np.load(path, allow_pickle=True)
-    return loaded.flat[0] if isinstance(loaded, np.ndarray) and loaded.dtype == object else loaded
+    # Anything else (a plain array, a format version 3 header, not a .npy at all) is read without pickle.
+    return np.load(path, allow_pickle=False)
 
 
-def load_labels(path: str, data_path: str, height: int, width: int) -> LabelSet:
+def load_labels(path: str, data_path: str, height: int, width: int, fit_size: str = "refuse") -> LabelSet:
     """Reads and validates one of the book's ground-truth `.npy` dict files.
 
     Masks of any 0/1 dtype (the book's uint8, bool, float) are kept as uint8
@@ -242,6 +296,10 @@ def load_labels(path: str, data_path: str, height: int, width: int) -> LabelSet:
         data_path: str. Folder holding the images the keys name.
         height: int. Expected mask and image height (`--height`).
         width: int. Expected mask and image width (`--width`).
+        fit_size: str. `--fit-size`: with "resize" or "crop" a mask may have any
+            size but its image's, and with "resize" its map is scaled to
+            `height` x `width` (nearest neighbour). Defaults to "refuse", the
+            book's check.
 
     Returns:
         A `LabelSet` of class-index maps.
@@ -259,6 +317,8 @@ def load_labels(path: str, data_path: str, height: int, width: int) -> LabelSet:
         )
     try:
         dictionary = read_labels_dict(path)
+    except DatasetError:
+        raise
     except Exception as error:  # np.load and pickle raise many types for a bad file
         raise DatasetError(
             f"{path}: cannot read it as a .npy file ({type(error).__name__}: {error}). "
@@ -279,10 +339,10 @@ def load_labels(path: str, data_path: str, height: int, width: int) -> LabelSet:
         if summary.value_problem is not None:
             raise DatasetError(f"{path}: mask of {key!r} {summary.value_problem}. Regenerate the labels.")
         shape = summary.shape
-        if len(shape) != 3 or shape[:2] != (height, width):
+        if len(shape) != 3 or (fit_size == "refuse" and shape[:2] != (height, width)):
             raise DatasetError(
                 f"{path}: mask of {key!r} has shape {shape}, expected ({height}, {width}, "
-                "n_classes). Give the matching --height/--width or regenerate the labels."
+                "n_classes). Give the matching --height/--width or --fit-size resize or crop, or regenerate the labels."
             )
         if n_classes is None:
             n_classes = shape[-1]
@@ -302,10 +362,21 @@ def load_labels(path: str, data_path: str, height: int, width: int) -> LabelSet:
                 f"{path}: key {key!r} has no image {image_path}. Give the right --data-path "
                 "or remove the entry."
             )
-        mode = check_image(image_path, height, width)
+        if fit_size == "refuse":
+            mode = check_image(image_path, height, width)
+        else:
+            mode, size = image_header(image_path)
+            if size != (shape[1], shape[0]):
+                raise DatasetError(
+                    f"{path}: mask of {key!r} is {shape[1]}x{shape[0]} but its image is {size[0]}x{size[1]}. "
+                    "Regenerate the labels from these images."
+                )
         if mode not in RGB_MODES:
             converted.append(f"{key} ({mode})")
-        masks[str(key)] = summary.class_map
+        class_map = summary.class_map
+        if fit_size == "resize" and shape[:2] != (height, width):
+            class_map = PackedClassMap.pack(resize_labels(class_map.unpack(), height, width))
+        masks[str(key)] = class_map
     if converted:
         logger.warning(
             "%s: %d image(s) are not plain RGB and are converted on reading (grey repeated, alpha "
@@ -338,4 +409,52 @@ def mask_value_problem(mask: np.ndarray) -> str | None:
     return (
         f"holds values other than 0 and 1 (range {mask.min()}..{mask.max()}); "
         "a one-hot mask marks each pixel's class with a single 1"
+    )
+
+
+class _SubsetMaps(collections.abc.Mapping):
+    """The class maps of some keys of a mapping, read through to it (nothing is unpacked early)."""
+
+    def __init__(self, masks: collections.abc.Mapping, keys: list[str]):
+        self._masks = masks
+        self._keys = keys
+        self._key_set = set(keys)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._key_set:
+            raise KeyError(key)
+        return self._masks[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def split_labels(labels: LabelSet, share: float, seed: int) -> tuple[LabelSet, LabelSet]:
+    """Holds out a share of a split's images (`--val-split`): returns (training, validation).
+
+    Args:
+        labels: LabelSet. The training split.
+        share: float. Share of its images held out, in (0, 1); at least one image each way.
+        seed: int. Seed of the draw, so that a resumed run holds out the same images.
+
+    Raises:
+        DatasetError: if the split has too few images to hold any out.
+    """
+    keys = labels.keys
+    held_out = max(1, round(share * len(keys)))
+    if held_out >= len(keys):
+        raise DatasetError(
+            f"{labels.path}: --val-split {share} would hold out all {len(keys)} training image(s); "
+            "give a smaller share or more images."
+        )
+    chosen = set(np.random.default_rng(seed).choice(len(keys), size=held_out, replace=False).tolist())
+    validation = [key for index, key in enumerate(keys) if index in chosen]
+    training = [key for index, key in enumerate(keys) if index not in chosen]
+    return (
+        dataclasses.replace(labels, masks=_SubsetMaps(labels.masks, training)),
+        dataclasses.replace(labels, path=f"{labels.path} (--val-split {share})",
+                            masks=_SubsetMaps(labels.masks, validation)),
     )

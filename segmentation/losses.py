@@ -9,6 +9,11 @@ both chosen on the command line (`--class-weights auto`, `--loss ce+dice`):
   the class's share of the pixels of the training images that contain it;
 - soft Dice, `1 - mean over classes of 2|P∩Y| / (|P| + |Y|)`, which scores
   overlap per class whatever the class's size.
+
+Pixels labelled `IGNORE_LABEL` (255) have an all-zero one-hot target. When the
+data can hold them, the losses are means over the labelled pixels only
+(`MaskedCrossentropy`, `WeightedCrossentropy(mask_unlabelled=True)`), so an
+ignored pixel changes neither the loss nor its gradient.
 """
 
 from collections.abc import Iterable
@@ -41,9 +46,10 @@ def median_frequency_weights(class_maps: Iterable[np.ndarray], n_classes: int) -
     class_pixels = np.zeros(n_classes, dtype=np.int64)
     present_pixels = np.zeros(n_classes, dtype=np.int64)
     for class_map in class_maps:
+        # Ignored pixels (IGNORE_LABEL) fall past n_classes and are counted nowhere.
         counts = np.bincount(np.asarray(class_map).ravel(), minlength=n_classes)[:n_classes]
         class_pixels += counts
-        present_pixels += np.where(counts > 0, class_map.size, 0)
+        present_pixels += np.where(counts > 0, counts.sum(), 0)
     seen = class_pixels > 0
     if not seen.any():
         return np.ones(n_classes, dtype=np.float32)
@@ -63,13 +69,18 @@ class WeightedCrossentropy(keras.losses.Loss):
         class_weights: sequence of float. One weight per class.
         dice_weight: float. Adds this times the soft Dice loss (0: none).
             Defaults to 0.
+        mask_unlabelled: bool. Leave out the pixels whose target is all zeros
+            (`IGNORE_LABEL`): the cross-entropy is their mean over the labelled
+            pixels and the Dice loss sees no prediction there. Defaults to False.
         name: str. Defaults to "weighted_crossentropy".
     """
 
-    def __init__(self, class_weights, dice_weight: float = 0.0, name: str = "weighted_crossentropy", **kwargs):
+    def __init__(self, class_weights, dice_weight: float = 0.0, mask_unlabelled: bool = False,
+                 name: str = "weighted_crossentropy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.class_weights = [float(weight) for weight in class_weights]
         self.dice_weight = float(dice_weight)
+        self.mask_unlabelled = bool(mask_unlabelled)
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
@@ -77,6 +88,13 @@ class WeightedCrossentropy(keras.losses.Loss):
         weights = ops.convert_to_tensor(self.class_weights, dtype="float32")
         # Per pixel: -w[c] log p[c] for its true class c.
         loss = -ops.sum(y_true * weights * ops.log(y_pred), axis=-1)
+        if self.mask_unlabelled:
+            # One number for the batch: Keras' mean over the elements of a scalar is the scalar.
+            labelled = ops.sum(y_true, axis=-1, keepdims=True)
+            loss = ops.sum(loss) / ops.maximum(ops.sum(labelled), 1.0)
+            if self.dice_weight:
+                loss = loss + self.dice_weight * ops.mean(soft_dice_loss(y_true, y_pred * labelled))
+            return loss
         if self.dice_weight:
             # One Dice term per image, spread over its pixels so the mean over pixels adds it once.
             dice = soft_dice_loss(y_true, y_pred)
@@ -84,7 +102,31 @@ class WeightedCrossentropy(keras.losses.Loss):
         return loss
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "class_weights": self.class_weights, "dice_weight": self.dice_weight}
+        return {**super().get_config(), "class_weights": self.class_weights, "dice_weight": self.dice_weight,
+                "mask_unlabelled": self.mask_unlabelled}
+
+
+@keras.saving.register_keras_serializable(package="fcn")
+class MaskedCrossentropy(keras.losses.Loss):
+    """The book's categorical cross-entropy, averaged over the labelled pixels only.
+
+    A pixel whose one-hot target is all zeros (`IGNORE_LABEL`) adds 0 to the sum
+    and is left out of the count. Where every pixel is labelled it is the same
+    number as `keras.losses.CategoricalCrossentropy`: the same per-pixel values,
+    summed, over the same count.
+
+    Args:
+        name: str. Defaults to "masked_crossentropy".
+    """
+
+    def __init__(self, name: str = "masked_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        per_pixel = keras.losses.categorical_crossentropy(y_true, y_pred)
+        # One number for the batch: Keras' mean over the elements of a scalar is the scalar.
+        return ops.sum(per_pixel) / ops.maximum(ops.sum(y_true), 1.0)
 
 
 def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
@@ -105,21 +147,26 @@ def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
     return 1.0 - ops.mean(dice, axis=-1)
 
 
-def build_loss(loss: str, class_weights: np.ndarray | None, n_classes: int) -> keras.losses.Loss | str:
+def build_loss(loss: str, class_weights: np.ndarray | None, n_classes: int,
+               ignore_pixels: bool = False) -> keras.losses.Loss | str:
     """The training loss the command line names.
 
     Args:
         loss: str. One of `LOSSES`.
         class_weights: float array `(n_classes,)` or None (all 1).
         n_classes: int. Number of classes.
+        ignore_pixels: bool. Whether training targets can hold ignored pixels
+            (`IGNORE_LABEL` in a mask, or `--fit-size crop`'s padding), left out
+            of the mean. Defaults to False.
 
     Returns:
-        The book's "categorical_crossentropy" for `ce` without weights (so the
-        book's run is unchanged), else a `WeightedCrossentropy`.
+        The book's "categorical_crossentropy" for `ce` without weights or ignored
+        pixels (so the book's run is unchanged), a `MaskedCrossentropy` for `ce`
+        with ignored pixels, else a `WeightedCrossentropy`.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}. Received: loss={loss}")
     if loss == "ce" and class_weights is None:
-        return "categorical_crossentropy"
+        return MaskedCrossentropy() if ignore_pixels else "categorical_crossentropy"
     weights = np.ones(n_classes, dtype=np.float32) if class_weights is None else class_weights
-    return WeightedCrossentropy(weights, dice_weight=1.0 if loss == "ce+dice" else 0.0)
+    return WeightedCrossentropy(weights, dice_weight=1.0 if loss == "ce+dice" else 0.0, mask_unlabelled=ignore_pixels)

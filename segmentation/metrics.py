@@ -5,19 +5,23 @@ IoU over the classes present in that image's ground truth (background
 included); the data-set figures are the means over images. That is not the
 standard data-set-level mIoU (one confusion matrix over all test pixels, IoU
 per class, then the mean), so both are computed here from per-image confusion
-matrices.
+matrices. Pixels whose true class is `IGNORE_LABEL` (255) count in none of them.
 """
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
+
+from segmentation.classes import IGNORE_LABEL, class_names
 
 
 def confusion_matrices(true_labels: np.ndarray, predicted_labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Per-image confusion matrices of class-index maps.
 
     Args:
-        true_labels: int array `(N, H, W)`. Ground-truth class per pixel.
+        true_labels: int array `(N, H, W)`. Ground-truth class per pixel;
+            `IGNORE_LABEL` pixels are left out.
         predicted_labels: int array `(N, H, W)`. Predicted class per pixel.
         n_classes: int. Number of classes.
 
@@ -26,8 +30,8 @@ def confusion_matrices(true_labels: np.ndarray, predicted_labels: np.ndarray, n_
         pixels of image i with true class t predicted as p.
 
     Raises:
-        ValueError: if the shapes differ or a label is outside
-            `[0, n_classes)`.
+        ValueError: if the shapes differ or a label (other than a true
+            `IGNORE_LABEL`) is outside `[0, n_classes)`.
     """
     true_labels = np.asarray(true_labels)
     predicted_labels = np.asarray(predicted_labels)
@@ -36,7 +40,8 @@ def confusion_matrices(true_labels: np.ndarray, predicted_labels: np.ndarray, n_
             "true and predicted labels must both be (N, H, W). Received: "
             f"{true_labels.shape} and {predicted_labels.shape}"
         )
-    for name, labels in (("true", true_labels), ("predicted", predicted_labels)):
+    labelled = true_labels != IGNORE_LABEL
+    for name, labels in (("true", true_labels[labelled]), ("predicted", predicted_labels)):
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
             raise ValueError(
                 f"{name} labels must lie in [0, {n_classes}). Received: "
@@ -45,7 +50,7 @@ def confusion_matrices(true_labels: np.ndarray, predicted_labels: np.ndarray, n_
     num_images = true_labels.shape[0]
     image_index = np.arange(num_images).reshape(-1, 1, 1)
     flat = (image_index * n_classes + true_labels.astype(np.int64)) * n_classes + predicted_labels
-    counts = np.bincount(flat.ravel(), minlength=num_images * n_classes * n_classes)
+    counts = np.bincount(flat[labelled], minlength=num_images * n_classes * n_classes)
     return counts.reshape(num_images, n_classes, n_classes)
 
 
@@ -91,6 +96,8 @@ class SegmentationScores:
 
     Args:
         n_classes: int. Number of classes including background.
+        class_names: sequence of str or None. Names of classes 0 .. n_classes - 1,
+            for the tables and figures. Defaults to `classes.class_names(n_classes)`.
 
     Example:
 
@@ -101,13 +108,14 @@ class SegmentationScores:
     (1.0, 1.0)
     """
 
-    def __init__(self, n_classes: int):
+    def __init__(self, n_classes: int, class_names: Sequence[str] | None = None):
         self.n_classes = n_classes
+        self.class_names = _display_names(n_classes, class_names)
         self.images: list[ImageScore] = []
         self.confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
 
     def update(self, names: list[str], true_labels: np.ndarray, predicted_labels: np.ndarray) -> None:
-        """Adds a batch of images.
+        """Adds a batch of images; an image whose pixels are all `IGNORE_LABEL` adds nothing.
 
         Args:
             names: list of str. The images' file names.
@@ -117,16 +125,19 @@ class SegmentationScores:
         confusion = confusion_matrices(true_labels, predicted_labels, self.n_classes)
         self.confusion += confusion.sum(axis=0)
         class_iou = iou_from_confusion(confusion)
-        # Only classes present in the image's ground truth count; every pixel
-        # has a true class, so at least one is present and the mean is defined.
+        # Only classes present in the image's ground truth count; an image with
+        # a labelled pixel has one present, so the mean is defined.
         present = confusion.sum(axis=-1) > 0
-        miou = np.where(present, class_iou, 0.0).sum(axis=-1) / present.sum(axis=-1)
+        counts = present.sum(axis=-1)
+        labelled = counts > 0
+        miou = np.where(present, class_iou, 0.0).sum(axis=-1) / np.maximum(counts, 1)
         correct = np.trace(confusion, axis1=-2, axis2=-1)
-        pixel_accuracy = correct / confusion.sum(axis=(-2, -1))
+        pixel_accuracy = correct / np.maximum(confusion.sum(axis=(-2, -1)), 1)
         has_object = present[:, 1:].any(axis=-1)
-        for name, count, image_miou, accuracy, holds in zip(names, present.sum(axis=-1), miou, pixel_accuracy,
-                                                            has_object):
-            self.images.append(ImageScore(name, int(count), float(image_miou), float(accuracy), bool(holds)))
+        for name, count, image_miou, accuracy, holds, scored in zip(names, counts, miou, pixel_accuracy,
+                                                                    has_object, labelled):
+            if scored:
+                self.images.append(ImageScore(name, int(count), float(image_miou), float(accuracy), bool(holds)))
 
     @property
     def mean_iou(self) -> float:
@@ -152,3 +163,10 @@ class SegmentationScores:
     def predicted_classes(self) -> np.ndarray:
         """Indices of the classes predicted anywhere in the data set."""
         return np.flatnonzero(self.confusion.sum(axis=0))
+
+
+def _display_names(n_classes: int, names: Sequence[str] | None) -> list[str]:
+    """`class_names(n_classes, names)`, refusing a list of the wrong length."""
+    if names is not None and len(names) != n_classes:
+        raise ValueError(f"class_names must name all {n_classes} classes. Received: {list(names)}")
+    return class_names(n_classes, names)

@@ -8,6 +8,9 @@
 - `<run>-last.state.npz`: the last completed epoch's state, for `--resume`;
 - `miou_history.npy`, `mpla_history.npy` (the book's histories), `history.csv`, `report.png`.
 
+Ground truth is read from `--data-path`: the book's `.npy` files, or folders of `<image stem>.png`
+class-index masks; the class names are stored beside either (`class_names_path`).
+
 `prediction/` holds the figures of `--evaluate --plot` and `--image-file`, and by default the
 masks of `--predict-dir`.
 """
@@ -31,8 +34,35 @@ MIOU_HISTORY = "miou_history.npy"
 MPLA_HISTORY = "mpla_history.npy"
 HISTORY_CSV = "history.csv"
 REPORT_FILE = "report.png"
+# Held by the run training into a save folder (segmentation/lock.py).
+LOCK_FILE = ".training.lock"
 KERAS_SUFFIX = ".keras"
 SAVED_MODEL_FILE = "saved_model.pb"
+# Ground truth as a folder of class-index masks: `<image stem>.png` each, and the class names beside
+# them; beside a `.npy` file the names are `<file stem>.classes.json` (`segmentation_train.classes.json`).
+MASK_SUFFIX = ".png"
+MASK_FOLDER_CLASSES = "classes.json"
+CLASSES_SUFFIX = ".classes.json"
+LABELS_SUFFIX = ".npy"
+ONNX_SUFFIX = ".onnx"
+LITERT_SUFFIX = ".tflite"
+# What each --export-format writes from `--export PATH`; the SavedModel is the folder PATH itself.
+EXPORT_SUFFIXES = {"keras": KERAS_SUFFIX, "savedmodel": "", "onnx": ONNX_SUFFIX, "litert": LITERT_SUFFIX}
+
+
+def class_names_path(labels_path: str) -> str:
+    """Where the class names of a ground truth are stored: in its mask folder, or beside its `.npy` file.
+
+    Args:
+        labels_path: str. A mask folder, or a `.npy` file (which need not exist yet).
+
+    Returns:
+        `<folder>/classes.json`, or `<file without .npy>.classes.json`.
+    """
+    if os.path.isdir(labels_path):
+        return os.path.join(labels_path, MASK_FOLDER_CLASSES)
+    stem = labels_path[: -len(LABELS_SUFFIX)] if labels_path.endswith(LABELS_SUFFIX) else labels_path
+    return stem + CLASSES_SUFFIX
 
 
 def weights_name(depth: int, n_layers: int, dataset: str) -> str:

@@ -9,7 +9,6 @@ median and best test images by the book's mIoU.
 """
 
 import dataclasses
-import os
 
 import keras
 import matplotlib.ticker
@@ -18,18 +17,18 @@ from matplotlib.figure import Figure
 
 from data_generator import DataGenerator
 from segmentation.checkpoints import write_atomically
-from segmentation.classes import class_names, colorize
-from segmentation.evaluation import evaluate_dataset
-from segmentation.images import read_image
+from segmentation.classes import colorize
+from segmentation.evaluation import evaluate_dataset, predict_class_maps
+from segmentation.figures import legend_handles
 from segmentation.metrics import SegmentationScores
 
 # Panel grid: the top row has 4 plots, each example row 3 pictures; 12 columns fit both.
 GRID_COLUMNS = 12
-# Per-epoch values drawn on the metrics plot, with their legends.
+# Per-epoch values drawn on the metrics plot (after the split's prefix, `test_` or `val_`), with their legends.
 METRIC_CURVES = (
-    ("test_miou", "mIoU (book: mean of per-image mIoU)"),
-    ("test_dataset_miou", "mIoU (data-set level)"),
-    ("test_pixel_accuracy", "pixel accuracy"),
+    ("miou", "mIoU (book: mean of per-image mIoU)"),
+    ("dataset_miou", "mIoU (data-set level)"),
+    ("pixel_accuracy", "pixel accuracy"),
 )
 
 
@@ -89,10 +88,8 @@ def collect_examples(model: keras.Model, generator: DataGenerator, picked: list[
     """
     if not picked:
         return []
-    images = np.stack([
-        read_image(os.path.join(generator.data_path, name), generator.height, generator.width) for _, name in picked
-    ])
-    predicted = np.argmax(model.predict_on_batch(images), axis=-1)
+    images = [generator.read_image(name) for _, name in picked]
+    predicted = predict_class_maps(model, images, generator.tile, generator.batch_size)
     return [
         Example(label, image, generator.labels.masks[name], labels)
         for (label, name), image, labels in zip(picked, images, predicted)
@@ -113,7 +110,7 @@ def draw_report(history: dict[str, list[float]], scores: SegmentationScores, exa
     Returns:
         The figure (the caller saves and closes it).
     """
-    names = class_names(scores.n_classes)
+    names = scores.class_names
     fig = Figure(figsize=(18, 4.5 + 3.6 * len(examples)), layout="constrained")
     grid = fig.add_gridspec(1 + len(examples), GRID_COLUMNS, height_ratios=[1.25] + [1.0] * len(examples))
     quarter = GRID_COLUMNS // 4
@@ -127,14 +124,16 @@ def draw_report(history: dict[str, list[float]], scores: SegmentationScores, exa
     loss_axis.grid(alpha=0.3)
 
     metric_axis = fig.add_subplot(grid[0, quarter : 2 * quarter])
+    # The split the run was scored on every epoch: validation images when it had them, else the test set.
+    split, split_name = ("val", "Validation set") if history.get("val_miou") else ("test", "Test set")
     for key, legend in METRIC_CURVES:
-        if history.get(key):
-            epochs = np.arange(1, len(history[key]) + 1)
-            metric_axis.plot(epochs, history[key], marker="o", markersize=3, label=legend)
-    if history.get("test_miou"):
-        best = int(np.argmax(history["test_miou"]))
+        values = history.get(f"{split}_{key}")
+        if values:
+            metric_axis.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=legend)
+    if history.get(f"{split}_miou"):
+        best = int(np.argmax(history[f"{split}_miou"]))
         metric_axis.axvline(best + 1, color="grey", linestyle=":", label=f"best mIoU, epoch {best + 1}")
-    metric_axis.set(title="Test set per epoch", xlabel="epoch", ylim=(0, 1.02))
+    metric_axis.set(title=f"{split_name} per epoch", xlabel="epoch", ylim=(0, 1.02))
     metric_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     metric_axis.legend(fontsize=8, loc="best")
     metric_axis.grid(alpha=0.3)
@@ -171,6 +170,8 @@ def draw_report(history: dict[str, list[float]], scores: SegmentationScores, exa
             axis.set_title(example.label if column == 0 else panel_title, fontsize=9,
                            loc="left" if column == 0 else "center")
             axis.axis("off")
+        axis.legend(handles=legend_handles([example.truth, example.predicted], names), loc="upper left",
+                    bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
 
     fig.suptitle(title)
     return fig

@@ -25,17 +25,19 @@ from segmentation.callbacks import (
 )
 from segmentation.checkpoints import (
     TrainingState,
+    add_test_scores,
     check_same_settings,
     read_best_metrics,
     read_training_state,
     restore_training_state,
     restore_weights,
+    selection_miou,
 )
 from segmentation.config import TrainingSettings, recorded_setting
 from segmentation.distribution import prepare_for_fit
-from segmentation.errors import TrainingInterrupted, UsageError
+from segmentation.errors import Terminated, TrainingInterrupted, UsageError
 from segmentation.evaluation import evaluate_dataset
-from segmentation.paths import RunFiles
+from segmentation.paths import RunFiles, best_metrics_path
 from segmentation.report import write_training_report
 from segmentation.schedules import STEP_SCHEDULES, LearningRateLogger, WarmupCosine, get_lr_schedule
 
@@ -46,7 +48,8 @@ JIT_CHOICES = {"auto": "auto", "on": True, "off": False}
 
 
 def plan_training(
-    files: RunFiles, settings: TrainingSettings, *, resume: bool, overwrite: bool, epochs: int, seed: int | None
+    files: RunFiles, settings: TrainingSettings, *, resume: bool, overwrite: bool, epochs: int, seed: int | None,
+    split: str = "test",
 ) -> TrainingState:
     """Decides where training starts and which mIoU the saved best weights hold, before anything is written.
 
@@ -57,6 +60,8 @@ def plan_training(
         overwrite: bool. `--overwrite`.
         epochs: int. `--epochs`.
         seed: int or None. `--seed`.
+        split: str. What the run selects its best weights on: `"test"` (the book's) or `"val"`.
+            A record selected on the other split is no bar for this run: its weights are scored.
 
     Returns:
         The starting `TrainingState`; its `best_miou` is NaN when a best-weights file exists
@@ -66,6 +71,8 @@ def plan_training(
         CheckpointError, UsageError: for a state that cannot be resumed or would be lost.
     """
     record = read_best_metrics(files.weights) if os.path.isfile(files.weights) else None
+    if record is not None and record.get("selected_on", "test") != split:
+        record = None
     if resume:
         state = read_training_state(files.state)
         check_same_settings(state, settings, files.state)
@@ -78,7 +85,7 @@ def plan_training(
             )
         state.epochs = planned
         if record is not None:
-            state.best_miou = max(state.best_miou, float(record["test_miou"]))
+            state.best_miou = max(state.best_miou, float(selection_miou(record)))
         logger.info("Resuming %s after epoch %d of %d (best mIoU so far %.4f)",
                     files.state, state.epochs_done, epochs, state.best_miou)
         return state
@@ -95,7 +102,7 @@ def plan_training(
             logger.info("--overwrite: the existing best weights %s will be replaced by this run's best.",
                         files.weights)
         elif record is not None:
-            best_miou = float(record["test_miou"])
+            best_miou = float(selection_miou(record))
             logger.info(
                 "Best weights %s exist (mIoU %.4f, epoch %s): this run replaces them only with a better "
                 "model; give --overwrite to replace them anyway.", files.weights, best_miou, record.get("epoch"),
@@ -157,10 +164,11 @@ def compile_for_training(
 def train(
     fcn: keras.Model,
     train_data: DataGenerator,
-    test_data: DataGenerator,
+    selection_data: DataGenerator,
     state: TrainingState,
     files: RunFiles,
     *,
+    split: str = "test",
     learning_rate: float,
     lr_schedule: str,
     jit_compile: str,
@@ -179,9 +187,11 @@ def train(
     Args:
         fcn: keras.Model. The network.
         train_data: DataGenerator. The training batches, shuffled with `state.shuffle_seed`.
-        test_data: DataGenerator. The test set, scored after every epoch.
+        selection_data: DataGenerator. Scored after every epoch to select the best weights: the
+            test set (the book's) or validation images.
         state: TrainingState. Where the run starts (`plan_training`).
         files: RunFiles. Where the best weights, the state and the histories go.
+        split: str. `"test"` or `"val"`: what `selection_data` holds, naming the logs.
         learning_rate: float. `--learning-rate`.
         lr_schedule: str. `--lr-schedule`.
         jit_compile: str. `--jit-compile`, a key of `JIT_CHOICES`.
@@ -202,23 +212,24 @@ def train(
     step_schedule, schedule_callback = compile_for_training(
         fcn, learning_rate, lr_schedule, jit_compile, loss, total_steps=state.epochs * len(train_data)
     )
-    miou_history = state.history.get("test_miou", [])
-    mpla_history = [100.0 * value for value in state.history.get("test_pixel_accuracy", [])]
+    miou_history = state.history.get(f"{split}_miou", [])
+    mpla_history = [100.0 * value for value in state.history.get(f"{split}_pixel_accuracy", [])]
     if resume:
         restore_training_state(fcn, files.state)
         # A kill between an epoch's history files and its state can leave an epoch too many there.
         write_history_csv(files.history_csv, state.history, state.epochs_done)
         save_histories(files.save_dir, miou_history, mpla_history)
-    logger.info("Classes: %d  Batch size: %d  Training images: %d  Test images: %d", train_data.n_classes,
-                train_data.batch_size, len(train_data.labels.masks), len(test_data.labels.masks))
+    logger.info("Classes: %d  Batch size: %d  Training images: %d  %s images: %d", train_data.n_classes,
+                train_data.batch_size, len(train_data.labels.masks), "Validation" if split == "val" else "Test",
+                len(selection_data.labels.masks))
     logger.info("Best weights: %s  Last state (for --resume): %s", files.weights, files.state)
     accuracy = AccuracyCallback(
-        test_data, files.weights, files.save_dir, best_miou=state.best_miou, settings=state.settings,
-        miou_history=miou_history, mpla_history=mpla_history,
+        selection_data, files.weights, files.save_dir, best_miou=state.best_miou, settings=state.settings,
+        miou_history=miou_history, mpla_history=mpla_history, split=split,
     )
     budget = []
     if deadline is not None:
-        budget = [TimeBudget(deadline, len(train_data), len(test_data), state.epochs, step_schedule,
+        budget = [TimeBudget(deadline, len(train_data), len(selection_data), state.epochs, step_schedule,
                              on_plan=lambda epochs: setattr(state, "epochs", epochs))]
     callbacks = [
         # First, so the epoch's progress line is finished before the evaluation logs.
@@ -238,19 +249,35 @@ def train(
     try:
         return fcn.fit(train_data, epochs=state.epochs, initial_epoch=state.epochs_done,
                        callbacks=callbacks, verbose=1 if verbose else 0)
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(state.epochs_done, files.state) from None
+    except KeyboardInterrupt as interrupt:
+        raise TrainingInterrupted(state.epochs_done, files.state, isinstance(interrupt, Terminated)) from None
 
 
 def report_training(fcn: keras.Model, files: RunFiles, history: dict[str, list[float]],
                     test_data: DataGenerator) -> None:
-    """Writes `report.png` in the save folder for the best weights of a finished training run."""
+    """Writes `report.png` in the save folder for the best weights of a finished training run.
+
+    The test set is scored there; for weights selected on validation images that is the test
+    set's one score, which goes into the best weights' record too.
+    """
+    record = None
     if os.path.isfile(files.weights):
         restore_weights(fcn, files.weights)
         subject = f"best weights {os.path.basename(files.weights)}"
+        record = read_best_metrics(files.weights)
     else:
         # No epoch ever beat mIoU 0, so no best weights were saved: report on the last ones.
         subject = "last weights (no best weights were saved)"
     epochs = len(history.get("loss", []))
-    write_training_report(fcn, test_data, history, files.report, f"Training report: {subject}, {epochs} epoch(s)")
+    scores = write_training_report(fcn, test_data, history, files.report,
+                                   f"Training report: {subject}, {epochs} epoch(s)")
     logger.info("Saved the training report %s", files.report)
+    if record is not None and record.get("selected_on") == "val":
+        add_test_scores(files.weights, record, {
+            "test_miou": scores.mean_iou,
+            "test_pixel_accuracy": scores.mean_pixel_accuracy,
+            "test_dataset_miou": None if math.isnan(scores.dataset_miou) else scores.dataset_miou,
+        })
+        logger.info("Test set, scored once with the weights selected on validation images: mIoU %.4f, pixel "
+                    "accuracy %.2f%% (recorded in %s)", scores.mean_iou, 100 * scores.mean_pixel_accuracy,
+                    best_metrics_path(files.weights))

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from segmentation import cli, ground_truth
 from segmentation.checkpoints import TrainingState, save_training_state
 from segmentation.images import read_image
 from segmentation.labels import load_labels
+from segmentation.masks import write_mask_png
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
@@ -97,6 +99,16 @@ def rename_image_to_jpeg(context, image):
     context.save(dictionary)
 
 
+class RunsCode:
+    """A hostile mask: unpickling it would run a shell command that creates `path`."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(self.path)}",))
+
+
 def truncate(path, keep):
     with open(path, "rb") as file:
         data = file.read()
@@ -108,6 +120,30 @@ def write_text(path, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as file:
         file.write(text)
+
+
+# The good data set's ground truth as folders of PNG class-index masks, for the cases that spoil one.
+MASKS = ["--train-labels", "train_masks", "--test-labels", "test_masks"]
+
+
+def mask_folders(context):
+    """Writes `train_masks/` and `test_masks/` from the `.npy` dicts; returns the training folder."""
+    for split in ("train", "test"):
+        folder = os.path.join(context.data, f"{split}_masks")
+        os.makedirs(folder)
+        for key, one_hot in context.load(split).items():
+            write_mask_png(mask_file(folder, os.path.splitext(key)[0]), one_hot.argmax(axis=-1), N_CLASSES)
+    return os.path.join(context.data, "train_masks")
+
+
+def mask_file(folder, stem="train000", suffix=".png"):
+    return os.path.join(folder, stem + suffix)
+
+
+def training_masks(context):
+    """The mask files of `mask_folders`' training folder."""
+    folder = mask_folders(context)
+    return [os.path.join(folder, name) for name in sorted(os.listdir(folder))]
 
 
 # === The training program ===
@@ -122,6 +158,10 @@ FCN_CASES = [
          lambda c: np.save(c.labels(), np.zeros((2, 64, 64, 4), np.uint8))),
     Case("labels-empty", ["--train"], "segmentation_train.npy: the labels dict is empty",
          lambda c: c.save({})),
+    # Nothing is written: the command would create a file in the case's folder.
+    Case("labels-run-code", ["--train"],
+         "the pickle names the global posix.system; refused: label files may hold only arrays",
+         lambda c: c.set_mask(RunsCode(os.path.join(c.tmp, "code-ran")))),
     Case("test-set-empty", ["--train"], "segmentation_test.npy: the labels dict is empty",
          lambda c: c.save({}, "test")),
     Case("mask-wrong-size", ["--train"], "has shape (32, 32, 4), expected (64, 64, n_classes)",
@@ -189,6 +229,29 @@ FCN_CASES = [
          lambda c: c.put("state-unfinished", STATE)),
     Case("resume-with-restore-weights", ["--train", "--resume", "--restore-weights", "x"],
          "leave out --overwrite and --restore-weights"),
+    # A reader's own data: folders of PNG class-index masks, --classes.
+    Case("mask-png-size-differs", ["--train", *MASKS], "train000.png: mask is 48x32 but its image train000.png is 64",
+         lambda c: write_mask_png(mask_file(mask_folders(c)), np.zeros((32, 48), np.uint8), N_CLASSES)),
+    Case("mask-png-id-beyond-classes", ["--train", *MASKS, "--classes", "a,b,c"],
+         "train000.png: holds class id 7, beyond the 4 classes named",
+         lambda c: write_mask_png(mask_file(mask_folders(c)), np.full((HEIGHT, WIDTH), 7, np.uint8), 8)),
+    Case("mask-png-rgb", ["--train", *MASKS], "train000.png: an RGB image, not a class-index mask",
+         lambda c: PIL.Image.new("RGB", (WIDTH, HEIGHT)).save(mask_file(mask_folders(c)))),
+    Case("mask-png-without-image", ["--train", *MASKS], "ghost.png: a mask without an image",
+         lambda c: write_mask_png(mask_file(mask_folders(c), "ghost"), np.zeros((HEIGHT, WIDTH), np.uint8), 4)),
+    Case("image-without-mask", ["--train", *MASKS], "train003.png: an image without a mask in train_masks/ or "
+         "test_masks/", lambda c: os.remove(mask_file(mask_folders(c), "train003"))),
+    Case("mask-png-jpeg", ["--train", *MASKS], "train000.jpg: a JPEG mask",
+         lambda c: PIL.Image.new("L", (WIDTH, HEIGHT)).save(mask_file(mask_folders(c), "train000", ".jpg"))),
+    Case("mask-folder-empty", ["--train", *MASKS], "train_masks: no .png mask in this folder",
+         lambda c: [os.remove(path) for path in training_masks(c)]),
+    Case("mask-png-only-background", ["--train", *MASKS], "train_masks: the masks hold only class 0 (background)",
+         lambda c: [write_mask_png(path, np.zeros((HEIGHT, WIDTH), np.uint8), 4) for path in training_masks(c)]),
+    Case("class-names-file-bad", ["--train", *MASKS], "classes.json: cannot read the class names",
+         lambda c: write_text(os.path.join(mask_folders(c), "classes.json"), "oops")),
+    Case("classes-count-mismatch", ["--train", "--classes", "a,b"],
+         "the masks have 4 classes but --classes names 3 (background included)"),
+    Case("classes-invalid", ["--train", "--classes", "a,,b"], "--classes 'a,,b': expected distinct comma-separated"),
 ]
 
 

@@ -9,7 +9,7 @@ from conftest import HEIGHT, WIDTH
 from data_generator import DataGenerator
 from model import build_model
 from segmentation.callbacks import AccuracyCallback
-from segmentation.checkpoints import save_weights_atomically
+from segmentation.checkpoints import write_atomically
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
 from segmentation.labels import load_labels
 from segmentation.metrics import SegmentationScores
@@ -85,8 +85,8 @@ def test_accuracy_callback_logs_saves_best_and_writes_histories(book_dataset, tm
 def test_atomic_save_replaces_the_file(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     path = str(tmp_path / "m.weights.h5")
-    save_weights_atomically(model, path)
-    save_weights_atomically(model, path)
+    write_atomically(path, model.save_weights, suffix=".weights.h5")
+    write_atomically(path, model.save_weights, suffix=".weights.h5")
     assert os.listdir(tmp_path) == ["m.weights.h5"]
 
 

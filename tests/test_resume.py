@@ -136,6 +136,30 @@ def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path):
 
 
 
+
+def test_sigterm_keeps_the_last_epoch_and_the_printed_command_finishes_the_run(tmp_path):
+    """SIGTERM (timeout, Slurm, Kubernetes, a preempted machine) is handled like Ctrl-C, with status 143."""
+    data_path = tmp_path / "drinks"
+    write_book_dataset(str(data_path))
+    save_dir = tmp_path / "weights"
+    args = ["--train", "--epochs", "3", "--seed", "5", "--workers", "1", *TINY,
+            "--data-path", str(data_path), "--save-dir", str(save_dir)]
+    status, stdout, stderr = run_until_paused(args, tmp_path, epoch=1, batch=1, send=signal.SIGTERM)
+    assert status == 143, stderr
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "Traceback" not in stderr
+    assert lines[0].startswith("fcn-12.3.1.py: terminated (SIGTERM); the state after the last completed epoch")
+    assert read_training_state(str(save_dir / STATE)).epochs_done == 1
+    assert not (save_dir / ".training.lock").exists()
+    printed = shlex.split(lines[0].split("resume with: ", 1)[1])
+    assert printed[:2] == ["python3", "fcn-12.3.1.py"] and printed[-1] == "--resume"
+    result = subprocess.run([sys.executable, SCRIPT, *printed[2:]], cwd=tmp_path, capture_output=True,
+                            text=True, env=environment(), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Epoch 2/3" in result.stdout and "Epoch 3/3" in result.stdout and "Epoch 1/3" not in result.stdout
+    assert csv_epochs(save_dir) == [0, 1, 2]
+    assert read_training_state(str(save_dir / STATE)).epochs_done == 3
+
 def save_tiny_best(save_dir, miou):
     """A best-weights file and its metrics record claiming `miou`."""
     os.makedirs(save_dir, exist_ok=True)

@@ -1,0 +1,192 @@
+"""Faults a long run meets on a shared or cloud machine: a full disk and a second run in the same save dir."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import HEIGHT, WIDTH, write_book_dataset
+
+from segmentation.checkpoints import read_training_state
+from segmentation.paths import LOCK_FILE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
+TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
+        "--workers", "1", "--seed", "0"]
+STATE = "ResNet11v2-1layer-drinks-last.state.npz"
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    files = {}
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as file:
+                files[os.path.relpath(path, folder)] = file.read()
+    return files
+
+
+def error_lines(stderr):
+    """stderr without TensorFlow's own C++ start-up lines."""
+    noise = ("WARNING: All log messages", "I0000", "W0000", "E0000")
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(noise)]
+
+
+@pytest.fixture
+def trained_one_epoch(tmp_path, run_cli):
+    """A data set and a save dir holding one finished epoch of a 3-epoch run."""
+    data_path = str(tmp_path / "drinks")
+    write_book_dataset(data_path, num_train=4, num_test=2)
+    save_dir = tmp_path / "weights"
+    argv = ["--train", *TINY, "--data-path", data_path, "--save-dir", str(save_dir), "--epochs", "1"]
+    status, _, err = run_cli(argv)
+    assert status == 0, err
+    return argv, save_dir
+
+
+def test_a_full_disk_ends_the_run_in_one_line_and_keeps_every_earlier_file(trained_one_epoch, run_cli,
+                                                                            monkeypatch):
+    argv, save_dir = trained_one_epoch
+    before = snapshot(save_dir)
+    real_fsync = os.fsync
+
+    def full_disk(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    resume = [*argv[:-1], "3", "--resume"]
+    status, _, err = run_cli(resume)
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{save_dir}{os.sep}" in err and "cannot be written (No space left on device)" in err
+    assert snapshot(save_dir) == before, "an earlier file changed, or a partial file was left"
+    # Space again: the run resumes where it was.
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    status, _, err = run_cli(resume)
+    assert status == 0, err
+    assert read_training_state(str(save_dir / STATE)).epochs_done == 3
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """`tmpfs(size)` mounts a tmpfs of that size in tmp_path (needs root, as CI has); unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; the injected fault above runs everywhere")
+    mounted = []
+
+    def mount(size):
+        mount_point = tmp_path / f"tmpfs{len(mounted)}"
+        mount_point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                                capture_output=True, text=True)
+        if result.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        mounted.append(mount_point)
+        return mount_point
+
+    yield mount
+    for mount_point in mounted:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def train_in_subprocess(tmp_path, save_dir, *extra):
+    data_path = tmp_path / "drinks"
+    if not data_path.exists():
+        write_book_dataset(str(data_path), num_train=4, num_test=2)
+    argv = [SCRIPT, "--train", *TINY, "--data-path", str(data_path), "--save-dir", str(save_dir), *extra]
+    return subprocess.run([sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+
+
+def test_a_disk_too_small_for_the_best_weights_exits_2_without_a_crash(tmp_path, tmpfs):
+    """HDF5 cannot survive a full disk mid-file (the process crashed at exit, status 139): checked first."""
+    save_dir = tmpfs("16m") / "weights"
+    result = train_in_subprocess(tmp_path, save_dir, "--epochs", "1")
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "-best-iou.weights.h5: cannot be written (No space left on device: it needs" in lines[0]
+    assert not [name for name in os.listdir(save_dir) if ".partial" in name or name.endswith(".h5")]
+
+
+def test_a_really_full_disk_exits_2_without_a_traceback(tmp_path, tmpfs):
+    """The program on a filesystem that fills up: no traceback, no crash at exit, nothing lost."""
+    small = tmpfs("256m")
+    save_dir = small / "weights"
+    assert train_in_subprocess(tmp_path, save_dir, "--epochs", "1").returncode == 0
+    before = snapshot(save_dir)
+    filler = small / "filler"
+    with open(filler, "wb") as file:
+        try:
+            while True:
+                file.write(b"\0" * 65536)
+                file.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    result = train_in_subprocess(tmp_path, save_dir, "--epochs", "3", "--resume")
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot be written (No space left on device" in lines[0]
+    after = snapshot(save_dir)
+    assert after == before, sorted(set(after) ^ set(before))
+    filler.unlink()
+    resumed = train_in_subprocess(tmp_path, save_dir, "--epochs", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_training_state(str(save_dir / STATE)).epochs_done == 3
+
+
+HOLD_LOCK = """
+import sys, time
+from segmentation.lock import training_lock
+with training_lock(sys.argv[1]):
+    open(sys.argv[2], "w").close()
+    time.sleep(600)
+"""
+
+
+def hold_lock(save_dir, marker):
+    """A process holding the save dir's training lock, started and waited for."""
+    process = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(save_dir), str(marker)], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()
+    return process
+
+
+def test_a_second_training_run_into_a_busy_save_dir_is_refused(trained_one_epoch, tmp_path, run_cli):
+    argv, save_dir = trained_one_epoch
+    holder = hold_lock(save_dir, tmp_path / "locked")
+    try:
+        before = snapshot(save_dir)
+        status, _, err = run_cli([*argv[:-1], "2", "--resume"])
+        assert status == 2 and err.count("\n") == 1
+        assert f"another training run is using it (process {holder.pid}," in err
+        assert snapshot(save_dir) == before
+        # Evaluation only reads the folder: no lock needed.
+        status, _, err = run_cli(["--evaluate", *TINY, "--data-path", argv[argv.index("--data-path") + 1],
+                                  "--save-dir", str(save_dir), "--restore-weights",
+                                  "ResNet11v2-1layer-drinks-best-iou.weights.h5"])
+        assert status == 0, err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_lock_of_a_killed_run_is_taken_over_with_a_notice(trained_one_epoch, tmp_path, run_cli):
+    argv, save_dir = trained_one_epoch
+    holder = hold_lock(save_dir, tmp_path / "locked")
+    holder.kill()
+    holder.wait()
+    lock = save_dir / LOCK_FILE
+    assert json.loads(lock.read_text())["pid"] == holder.pid
+    status, out, err = run_cli([*argv[:-1], "2", "--resume"])
+    assert status == 0, err
+    assert f"taking over the lock left by a run that has ended (process {holder.pid}," in out
+    assert not lock.exists()
