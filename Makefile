@@ -18,7 +18,7 @@ DEMO_RECIPE := --loss ce+dice --bn-momentum 0.9 --lr-schedule cosine --learning-
 DEMO_ARGS := --dataset synthetic --data-path $(DEMO_DATA) $(DEMO_SIZE) $(DEMO_NETWORK) --save-dir $(DEMO_SAVE)
 DEMO_TRAIN_ARGS := --time-budget $(DEMO_MINUTES) --seed 0 $(DEMO_RECIPE)
 
-.PHONY: test test-slow lint demo bench export-extras
+.PHONY: test test-slow lint demo bench export-extras backends-extras
 
 # The project itself is installed in editable mode, so that the tools in utils/ import the package.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -32,7 +32,7 @@ test: $(VENV)/.installed
 
 # The tests marked slow (the benchmarks' smoke runs) and the fuzz tests at their full example counts.
 test-slow: $(VENV)/.installed
-	$(PYTHON) -m pytest -q --run-slow -m slow
+	$(PYTHON) -m pytest -q --run-slow -m "slow or backends"
 	$(PYTHON) -m pytest -q --run-slow tests/test_fuzz_via.py
 
 # Lint and import order (pyproject.toml, [tool.ruff]).
@@ -42,6 +42,10 @@ lint: $(VENV)/.installed
 # The optional ONNX converter and the ONNX and LiteRT runtimes (--export-format onnx; tests/test_export.py).
 export-extras: $(VENV)/.installed
 	$(PYTHON) -m pip install --quiet -r requirements-export.txt
+
+# JAX and PyTorch on the CPU, the other Keras backends (KERAS_BACKEND=jax or torch; tests/test_backends.py).
+backends-extras: $(VENV)/.installed
+	$(PYTHON) -m pip install --quiet -r requirements-backends.txt
 
 $(DEMO_DATA)/segmentation_train.json: | $(VENV)/.installed
 	$(PYTHON) utils/generate_synthetic_drinks.py --output $(DEMO_DATA) --seed 0 \

@@ -183,7 +183,10 @@ def enlarge_dataset(source: str, target: str, count: int) -> None:
     """
     shutil.rmtree(target, ignore_errors=True)
     os.makedirs(target)
-    masks = np.load(os.path.join(source, TRAIN_LABELS), allow_pickle=True).flat[0]
+    # Imported here, so that --help runs without the project's modules.
+    from segmentation.labels import read_labels_whole
+
+    masks = read_labels_whole(os.path.join(source, TRAIN_LABELS))
     keys = list(masks)
     enlarged = {}
     for index in range(count):

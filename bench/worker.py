@@ -41,7 +41,7 @@ from bench.flops import conv_flops_per_image, measure_matmul
 from data_generator import DataGenerator
 from model import build_model
 from segmentation.evaluation import evaluate_dataset
-from segmentation.labels import load_labels
+from segmentation.labels import load_labels, read_labels_whole
 from segmentation.precision import AUTO, default_precision
 from segmentation.remat import AUTO as REMAT_AUTO
 from segmentation.remat import recompute_in_backward, remat_level
@@ -171,8 +171,8 @@ def measure_training(
     """
     train_path, test_path = os.path.join(data_path, TRAIN_LABELS), os.path.join(data_path, TEST_LABELS)
     if style == "book":
-        train_dictionary = np.load(train_path, allow_pickle=True).flat[0]
-        test_dictionary = np.load(test_path, allow_pickle=True).flat[0]
+        train_dictionary = read_labels_whole(train_path)
+        test_dictionary = read_labels_whole(test_path)
         keys = list(train_dictionary)
         n_classes = next(iter(train_dictionary.values())).shape[-1]
         num_batches = len(keys) // batch_size
@@ -248,7 +248,7 @@ def measure_labels(style: str, data_path: str, labels_file: str, height: int, wi
     """
     path = os.path.join(data_path, labels_file)
     if style == "book":
-        dictionary = np.load(path, allow_pickle=True).flat[0]
+        dictionary = read_labels_whole(path)
         book_batch(dictionary, list(dictionary)[:batch_size], data_path)
         num_images = len(dictionary)
     else:

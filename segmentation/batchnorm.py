@@ -19,7 +19,9 @@ Keras' layer load into this one and back.
 
 import keras
 
-if keras.backend.backend() == "tensorflow":
+from segmentation import backend
+
+if backend.is_tensorflow():
     import tensorflow as tf
 
 
@@ -44,7 +46,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def _is_fused(self, inputs, mask) -> bool:
         return (
-            keras.backend.backend() == "tensorflow"
+            backend.is_tensorflow()
             and mask is None
             and not self.synchronized
             and not self.renorm

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from data_generator import DataGenerator
+from segmentation import backend
 from segmentation.checkpoints import TrainingState, save_best_model, save_training_state, write_atomically
 from segmentation.errors import NonFiniteLossError
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
@@ -223,32 +223,37 @@ class TensorBoardLogger(keras.callbacks.Callback):
     The tags and folder are those of `keras.callbacks.TensorBoard`, but that
     callback needs the `tensorboard` package, which TensorFlow 2.21 no longer
     installs, and fails at the end of the first epoch without it; this one
-    writes the event files with TensorFlow alone. Put it after the callbacks
-    that add to the logs (the test metrics, the learning rate).
+    writes the event files with TensorFlow alone, which it imports when
+    training begins, so under JAX or PyTorch too where TensorFlow is
+    installed. Put it after the callbacks that add to the logs (the test
+    metrics, the learning rate).
     View them with `pip install tensorboard; tensorboard --logdir DIR`.
 
     Args:
         log_dir: str. The `--tensorboard` folder.
     """
 
-    # What TensorBoard's scalars plugin looks for in a summary.
-    SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
-        plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")
-    )
-
     def __init__(self, log_dir: str):
         super().__init__()
         self.log_dir = log_dir
         self._writer = None
+        self._tf = None
+        self._scalar_metadata = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        tf = self._tf = backend.import_tensorflow()
+        # What TensorBoard's scalars plugin looks for in a summary.
+        self._scalar_metadata = tf.compat.v1.SummaryMetadata(
+            plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")
+        )
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        tf = self._tf
         with self._writer.as_default():
             for name, value in (logs or {}).items():
                 tf.summary.write(f"epoch_{name}", tf.constant(float(value)), step=epoch,
-                                 metadata=self.SCALAR_METADATA)
+                                 metadata=self._scalar_metadata)
         # Each epoch on disk at once, so a killed run keeps its curves.
         self._writer.flush()
 

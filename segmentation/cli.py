@@ -29,6 +29,7 @@ import keras
 
 from data_generator import DataGenerator
 from model import build_model, configure_batchnorm
+from segmentation import backend
 from segmentation.augment import Augmentation
 from segmentation.checkpoints import (
     TrainingState,
@@ -71,7 +72,7 @@ from segmentation.losses import CLASS_WEIGHTS, LOSSES, build_loss, median_freque
 from segmentation.masks import agree_on_classes, check_images_have_masks, load_split
 from segmentation.paths import PREDICTION_DIR, RunFiles, check_output_dir
 from segmentation.precision import AUTO as PRECISION_AUTO
-from segmentation.precision import POLICIES, default_precision
+from segmentation.precision import POLICIES, auto_precision
 from segmentation.remat import AUTO as REMAT_AUTO
 from segmentation.remat import LEVELS as REMAT_LEVELS
 from segmentation.remat import recompute_in_backward, remat_level
@@ -192,9 +193,10 @@ def add_speed_flags(parser: argparse.ArgumentParser) -> None:
     """How training computes: dtype policy, XLA, recomputation, several devices."""
     group = parser.add_argument_group("speed and memory")
     group.add_argument("--precision", choices=(PRECISION_AUTO, *POLICIES), default=BOOK.precision,
-                       help="Keras dtype policy of training: 'auto' trains in mixed_bfloat16 on a CPU with AMX "
-                            "and in float32 (the book's) elsewhere (docs/precision.md); evaluation "
-                            "and prediction stay float32 unless named; 'mixed_float16' is for GPUs "
+                       help="Keras dtype policy of training: 'auto' trains in mixed_bfloat16 on a GPU of compute "
+                            "capability 8.0 or more and on a CPU with AMX, and in float32 (the book's) elsewhere "
+                            "(docs/precision.md); evaluation and prediction stay float32 unless named; "
+                            "'mixed_float16' is for GPUs "
                             "(default: %(default)s)")
     group.add_argument("--jit-compile", choices=JIT_CHOICES, default=BOOK.jit_compile,
                        help="XLA-compile the training step: 'auto' is Keras' choice (off on machines without "
@@ -421,6 +423,10 @@ def set_up_replicas(config: RunConfig, strategy: object) -> str:
     if config.batch_size < replicas:
         raise UsageError(f"--batch-size {config.batch_size} is the global batch, split across {replicas} replicas: "
                          f"give at least {replicas}.")
+    if config.batch_size % replicas and not backend.is_tensorflow():
+        # keras.distribution.DataParallel splits each batch in equal shares.
+        raise UsageError(f"--batch-size {config.batch_size} is the global batch, split across {replicas} devices "
+                         f"(KERAS_BACKEND={backend.name()}): give a multiple of {replicas}.")
     save_dir = config.save_dir
     if not is_chief(strategy):
         # Only the chief writes the run's files; this worker keeps its own copies for its --resume.
@@ -441,20 +447,22 @@ def choose_precision(config: RunConfig, state_path: str) -> str:
     if config.resume:
         # The policy the run was started with, "auto" or not (a state from before "auto" ran float32).
         return recorded_setting(read_training_state(state_path).settings, "precision")
-    precision = default_precision(config.jit_compile)
+    precision, reason = auto_precision(config.jit_compile)
     if precision != "float32":
-        logger.info("Training in %s (--precision auto: this CPU computes bfloat16 natively; "
-                    "--precision float32 for the book's arithmetic)", precision)
+        logger.info("Training in %s (--precision auto: %s; --precision float32 for the book's arithmetic)",
+                    precision, reason)
     return precision
 
 
 def build_network(config: RunConfig, n_classes: int) -> tuple[keras.Model, keras.Model]:
     """The backbone and the FCN (Listing 12.3.1), with `--bn-momentum` and `--remat` applied."""
     backbone, fcn = build_model(config.input_shape, n_layers=config.layers, n_classes=n_classes, n=config.n)
-    configure_batchnorm(fcn, config.bn_momentum, synchronized=config.distributed)
+    # Under JAX one program computes each layer's statistics over the global batch: nothing to synchronize.
+    synchronized = config.distributed and backend.is_tensorflow()
+    configure_batchnorm(fcn, config.bn_momentum, synchronized=synchronized)
     if config.train:
         level = remat_level(config.remat, config.batch_size, config.height, config.width,
-                            synchronized=config.distributed)
+                            synchronized=synchronized)
         if level != "off":
             pixels = config.batch_size * config.height * config.width / 1e6
             why = (f"auto: {pixels:.1f} million pixels a batch; --remat off keeps them, in more memory"

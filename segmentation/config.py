@@ -9,6 +9,7 @@ import dataclasses
 import math
 
 from resnet import check_input_shape
+from segmentation import backend
 from segmentation.classes import split_class_names
 from segmentation.errors import UsageError
 from segmentation.precision import AUTO as PRECISION_AUTO
@@ -246,11 +247,43 @@ def check_values(config: RunConfig) -> None:
         raise UsageError("--precision mixed_bfloat16 does not compile with --jit-compile on: use --jit-compile off.")
 
 
+def check_backend(config: RunConfig, backend_name: str, tensorflow_installed: bool) -> None:
+    """Refuses what the Keras backend cannot do (`segmentation.backend` says what needs TensorFlow).
+
+    Args:
+        config: RunConfig. The flags.
+        backend_name: str. `KERAS_BACKEND`: "tensorflow", "jax", "torch", ...
+        tensorflow_installed: bool. Whether TensorFlow can be imported beside that backend.
+    """
+    here = f"KERAS_BACKEND={backend_name} here"
+    if backend_name not in backend.SUPPORTED:
+        raise UsageError(f"{here}: this program trains and evaluates on {', '.join(backend.SUPPORTED)}; set "
+                         "KERAS_BACKEND to one of them.")
+    if backend_name == backend.TENSORFLOW:
+        return
+    for export_format in config.export_format if config.export else ():
+        if export_format != "keras":
+            default = " (with keras, the default pair)" if config.export_format == BOOK_EXPORT_FORMATS else ""
+            raise UsageError(f"--export-format {export_format}{default} is converted from TensorFlow graphs and "
+                             f"needs KERAS_BACKEND=tensorflow ({here}): give --export-format keras for PATH.keras.")
+    if config.tensorboard and not tensorflow_installed:
+        raise UsageError(f"--tensorboard writes its event files with TensorFlow's tf.summary, not installed here "
+                         f"({here}): pip install tensorflow, or leave out --tensorboard.")
+    if config.distribute == "multi-worker" or (config.distributed and backend_name != backend.JAX):
+        # Under JAX, mirrored is keras.distribution.DataParallel (segmentation.distribution).
+        needs = "tf.distribute (KERAS_BACKEND=tensorflow)"
+        if config.distribute == "mirrored":
+            needs += " or keras.distribution (KERAS_BACKEND=jax)"
+        raise UsageError(f"--distribute {config.distribute} needs {needs} ({here}): switch backend, or leave out "
+                         "--distribute.")
+
+
 def check_config(config: RunConfig) -> None:
-    """All the checks that need nothing but the flags, in the order their errors are reported.
+    """All the checks that need nothing but the flags (and the Keras backend), in the order their errors are reported.
 
     Raises:
         UsageError: one line naming the flag, the value received and a valid one.
     """
     check_actions(config)
     check_values(config)
+    check_backend(config, backend.name(), backend.tensorflow_installed())

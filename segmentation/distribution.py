@@ -12,13 +12,21 @@ One worker is the chief: the task of type "chief", or worker 0 when the
 cluster has no chief. It alone writes to `--save-dir`; every other worker
 writes its own copies of the files to a folder of its own inside it
 (`worker_folder`), which its `--resume` reads back.
+
+`tf.distribute` is TensorFlow's. Under JAX, `--distribute mirrored` is
+`keras.distribution.DataParallel` over this machine's devices (`KerasDataParallel`):
+one program over the global batch, whose BatchNormalization statistics are
+those of the whole batch without synchronizing. `multi-worker`, and any
+`--distribute` under PyTorch, are refused by `config.check_backend`.
 """
 
+import contextlib
 import json
 import os
 
 import keras
-import tensorflow as tf
+
+from segmentation import backend
 
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multi-worker")
 TASK_TYPES = ("chief", "worker")
@@ -68,19 +76,55 @@ def read_tf_config(environ: dict[str, str] = os.environ) -> dict:
     return config
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The `tf.distribute` strategy `--distribute NAME` asks for.
+class OneDevice:
+    """No `--distribute` off TensorFlow: the members of a `tf.distribute.Strategy` the command line uses."""
+
+    cluster_resolver = None
+    num_replicas_in_sync = 1
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+
+class KerasDataParallel(OneDevice):
+    """`--distribute mirrored` under JAX: `keras.distribution.DataParallel` over this machine's devices.
+
+    Each batch is split along its first axis across the devices (so the
+    batch size must be a multiple of their number), the weights are
+    replicated, and the gradients are those of the global batch.
+
+    Args:
+        devices: list of str or None. Keras device names (`"gpu:0"`); None takes
+            `keras.distribution.list_devices()`, the backend's GPUs or else its CPU.
+            Defaults to None.
+    """
+
+    def __init__(self, devices: list[str] | None = None):
+        self.distribution = keras.distribution.DataParallel(devices=devices or keras.distribution.list_devices())
+        self.num_replicas_in_sync = self.distribution.device_mesh.devices.size
+
+    def scope(self) -> contextlib.AbstractContextManager:
+        return self.distribution.scope()
+
+
+def make_strategy(name: str):
+    """The strategy `--distribute NAME` asks for: `tf.distribute`'s, or `keras.distribution`'s under JAX.
 
     Args:
         name: str. `"none"` (the default strategy: one device), `"mirrored"`
             (all local GPUs) or `"multi-worker"` (the cluster in `TF_CONFIG`).
 
     Returns:
-        The strategy. A multi-worker one waits until every worker has started.
+        The strategy (`tf.distribute.Strategy`, `KerasDataParallel` or `OneDevice`).
+        A multi-worker one waits until every worker has started.
 
     Raises:
         ValueError: for a missing or bad `TF_CONFIG`.
     """
+    if not backend.is_tensorflow():
+        # `config.check_backend` has refused what the backend has no strategy for.
+        return KerasDataParallel() if name == "mirrored" else OneDevice()
+    tf = backend.import_tensorflow()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
@@ -89,11 +133,22 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
+def replicas_in_scope() -> int:
+    """The replicas of the `tf.distribute` strategy in scope; 1 off TensorFlow.
+
+    (`keras.distribution`'s `predict_on_batch` splits a batch across the
+    devices, where `tf.distribute`'s runs it whole on every replica.)
+    """
+    if not backend.is_tensorflow():
+        return 1
+    return backend.import_tensorflow().distribute.get_strategy().num_replicas_in_sync
+
+
+def is_chief(strategy) -> bool:
     """Whether this process writes the run's files: the "chief" task, or worker 0 without one.
 
     Args:
-        strategy: tf.distribute.Strategy. From `make_strategy`.
+        strategy: tf.distribute.Strategy or OneDevice. From `make_strategy`.
 
     Returns:
         True for every single-machine strategy.
@@ -107,7 +162,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def worker_folder(strategy: tf.distribute.Strategy) -> str:
+def worker_folder(strategy) -> str:
     """The folder name, inside `--save-dir`, of a non-chief worker's own files (e.g. `worker1`)."""
     resolver = strategy.cluster_resolver
     return f"{resolver.task_type}{resolver.task_id}"
@@ -138,6 +193,8 @@ def prepare_for_fit(model: keras.Model) -> None:
         model: keras.Model. Compiled within `strategy.scope()`.
     """
     model.optimizer.build(model.trainable_variables)
+    if not backend.is_tensorflow():
+        return
     resolver = model.distribute_strategy.cluster_resolver
     if resolver is None or sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) < 2:
         return

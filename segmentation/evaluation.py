@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from data_generator import DataGenerator
 from segmentation.classes import class_names
 from segmentation.config import BOOK
+from segmentation.distribution import replicas_in_scope
 from segmentation.figures import save_input_and_mask, save_triptych
 from segmentation.fitting import predict_tiled, resize_image
 from segmentation.images import decode_image, read_image
@@ -43,7 +43,7 @@ def predict_batch(model: keras.Model, images: np.ndarray) -> np.ndarray:
     Returns:
         The probabilities, one row per image.
     """
-    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+    if replicas_in_scope() == 1:
         return model.predict_on_batch(images)
     return keras.ops.convert_to_numpy(model(images, training=False))
 

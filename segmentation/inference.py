@@ -29,15 +29,15 @@ from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
-import skimage.io
-import tensorflow as tf
 
+from segmentation import backend
 from segmentation.checkpoints import write_atomically
 from segmentation.classes import colorize
 from segmentation.config import BOOK_EXPORT_FORMATS
 from segmentation.errors import DatasetError, InferenceError, UsageError
+from segmentation.figures import save_png
 from segmentation.fitting import predict_tiled, resize_image, resize_labels
-from segmentation.images import decode_image
+from segmentation.images import IMAGE_EXTENSIONS, decode_image
 from segmentation.paths import (
     EXPORT_SUFFIXES,
     KERAS_SUFFIX,
@@ -48,7 +48,6 @@ from segmentation.paths import (
     check_output_dir,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Weight of the coloured mask over an object's pixels in the overlay; background is left as it is.
 OVERLAY_OPACITY = 0.5
 # The optional converters (beyond requirements.txt) each --export-format needs; LiteRT's is TensorFlow's own.
@@ -242,8 +241,8 @@ def predict_directory(
             predicted = np.argmax(model.predict_on_batch(batch), axis=-1).astype(np.uint8)
             for item, image, labels in zip(readable, originals, predicted):
                 labels = resize_labels(labels, image.shape[0], image.shape[1])
-                skimage.io.imsave(item.mask_path, colorize(labels), check_contrast=False)
-                skimage.io.imsave(item.overlay_path, overlay(image, labels), check_contrast=False)
+                save_png(item.mask_path, colorize(labels))
+                save_png(item.overlay_path, overlay(image, labels))
                 summary.written.append(item)
         progress.add(len(chunk))
     return summary
@@ -265,8 +264,8 @@ def _predict_directory_tiled(model: keras.Model, planned: Sequence[PlannedImage]
             probabilities = predict_tiled(model.predict_on_batch, image.astype(np.float32) / 255.0, height, width,
                                           batch_size)
             labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
-            skimage.io.imsave(item.mask_path, colorize(labels), check_contrast=False)
-            skimage.io.imsave(item.overlay_path, overlay(image, labels), check_contrast=False)
+            save_png(item.mask_path, colorize(labels))
+            save_png(item.overlay_path, overlay(image, labels))
             summary.written.append(item)
         progress.add(1)
     return summary
@@ -402,9 +401,10 @@ def _write_saved_model(model: keras.Model, saved_model_dir: str) -> None:
         os.replace(temporary, saved_model_dir)
 
 
-def _input_signature(model: keras.Model) -> list[tf.TensorSpec]:
+def _input_signature(model: keras.Model) -> list:
     # Given, because Keras' ONNX export refuses a model that was never called (as after restoring weights);
     # the batch size stays free.
+    tf = backend.import_tensorflow()
     return [tf.TensorSpec(model.input_shape, tf.float32, name=model.inputs[0].name)]
 
 
@@ -420,7 +420,7 @@ def _write_onnx(model: keras.Model, path: str) -> None:
 def _write_litert(model: keras.Model, path: str) -> None:
     # Built-in operators only: the plain LiteRT interpreter on a device has no TensorFlow (Flex) kernels,
     # so an operator without a built-in fails the export here rather than on the device.
-    builtins_only = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}
+    builtins_only = {"supported_ops": [backend.import_tensorflow().lite.OpsSet.TFLITE_BUILTINS]}
     write_atomically(
         path,
         lambda temporary: model.export(temporary, format="litert", verbose=False, target_spec=builtins_only,

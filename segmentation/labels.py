@@ -458,3 +458,40 @@ def split_labels(labels: LabelSet, share: float, seed: int) -> tuple[LabelSet, L
         dataclasses.replace(labels, path=f"{labels.path} (--val-split {share})",
                             masks=_SubsetMaps(labels.masks, validation)),
     )
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """The C unpickler, accepting only `SAFE_GLOBALS` (see `_SummarizingUnpickler`)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_GLOBALS:
+            raise RefusedGlobal(module, name)
+        return super().find_class(module, name)
+
+
+def read_labels_whole(path: str) -> dict:
+    """The book's `np.save`d dict as it is, one-hot masks whole (what the book's code held), unpickled safely.
+
+    For measuring the book's way (`bench/`); the program itself reads labels with `load_labels`.
+
+    Raises:
+        DatasetError: if the file is not a pickled dict, or its pickle names any global but NumPy's.
+    """
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in header or not header[version](file)[2].hasobject:
+            raise DatasetError(f"{path}: not the book's np.save of a dict. Regenerate it with "
+                               "utils/generate_gt_segmentation.py.")
+        try:
+            loaded = _SafeUnpickler(file, encoding="ASCII").load()
+        except RefusedGlobal as refused:
+            raise DatasetError(
+                f"{path}: the pickle names the global {refused.qualified_name}; refused: label files may hold "
+                "only arrays."
+            ) from None
+    content = loaded.flat[0] if isinstance(loaded, np.ndarray) and loaded.size == 1 else loaded
+    if not isinstance(content, dict):
+        raise DatasetError(f"{path}: not the book's np.save of a dict. Regenerate it with "
+                           "utils/generate_gt_segmentation.py.")
+    return content

@@ -27,6 +27,14 @@ def _describe(holder: dict) -> str:
     return f"process {holder.get('pid', '?')}, started {started}: {holder.get('command', '?')}"
 
 
+def _busy(save_dir: str, file) -> UsageError:
+    """The one-line refusal of a folder another live run holds, naming that run."""
+    return UsageError(
+        f"--save-dir {save_dir}: another training run is using it ({_describe(_read_holder(file))}); "
+        "wait for it to end, or give another --save-dir."
+    )
+
+
 def _read_holder(file) -> dict:
     file.seek(0)
     try:
@@ -45,10 +53,7 @@ def _locked(path: str, save_dir: str) -> Iterator:
             try:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UsageError(
-                    f"--save-dir {save_dir}: another training run is using it ({_describe(_read_holder(file))}); "
-                    "wait for it to end, or give another --save-dir."
-                ) from None
+                raise _busy(save_dir, file) from None
             if os.path.exists(path) and os.path.samestat(os.stat(path), os.fstat(file.fileno())):
                 yield file
                 return
@@ -62,10 +67,7 @@ def _refuse_if_busy(path: str, save_dir: str) -> None:
         try:
             fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(
-                f"--save-dir {save_dir}: another training run is using it ({_describe(_read_holder(file))}); "
-                "wait for it to end, or give another --save-dir."
-            ) from None
+            raise _busy(save_dir, file) from None
 
 
 @contextlib.contextmanager

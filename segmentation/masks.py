@@ -72,9 +72,10 @@ def read_mask_png(path: str) -> np.ndarray:
         values = values[..., 0]
     if values.dtype == bool:
         return values.astype(np.uint8)
-    if values.size and values.max() > IGNORE_LABEL:
+    if values.size and (values.max() > IGNORE_LABEL or values.min() < 0):
+        outside = values.max() if values.max() > IGNORE_LABEL else values.min()
         raise DatasetError(
-            f"{path}: holds the value {values.max()}; class ids are 0..{IGNORE_LABEL - 1} and "
+            f"{path}: holds the value {outside}; class ids are 0..{IGNORE_LABEL - 1} and "
             f"{IGNORE_LABEL} marks ignored pixels. Save the mask as 8-bit class ids."
         )
     return values.astype(np.uint8)

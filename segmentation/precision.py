@@ -1,18 +1,61 @@
 """Which Keras dtype policy training runs in (`--precision`).
 
 `auto`, the default, trains in mixed bfloat16 only where the hardware computes
-bfloat16 natively (a CPU with AMX) and float32 everywhere else: a CPU whose
-bfloat16 is emulated or partial runs TensorFlow's bfloat16 kernels slower than
-float32 (docs/precision.md has the measurements). GPUs keep float32 under
-`auto`; name a policy to choose.
+bfloat16 natively and float32 everywhere else: on a GPU of compute capability
+8.0 or more (NVIDIA Ampere and later, whose tensor cores take bfloat16), or on
+a CPU with AMX (under TensorFlow or PyTorch; JAX's CPU kernels gain nothing
+from it). A CPU whose bfloat16 is emulated or partial runs TensorFlow's
+bfloat16 kernels slower than float32 (docs/precision.md has the measurements);
+an older GPU, or one that reports no compute capability, keeps float32, and
+so does a GPU under TensorFlow with `--jit-compile auto`, which XLA-compiles
+there and cannot compile mixed bfloat16. Name a policy to choose.
 """
 
-import tensorflow as tf
+import dataclasses
+
+from segmentation import backend
 
 AUTO = "auto"
 # Weights stay float32 under every policy; "mixed_*" computes in 16 bits, the softmax in float32.
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 CPU_FLAGS_FILE = "/proc/cpuinfo"
+# NVIDIA Ampere (A100): the first GPUs whose tensor cores compute bfloat16. On the H200 (9.0) mixed bfloat16
+# trained 1.26x (batch 4) to 3.4x (batch 16) faster than float32 (docs/speed.md).
+BF16_MIN_COMPUTE_CAPABILITY = (8, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+    """The facts `--precision auto` decides on.
+
+    Attributes:
+        gpu_capabilities: tuple. The compute capability `(major, minor)` of each GPU the
+            Keras backend computes on (None where a GPU reports none); empty without a GPU.
+        amx_bf16: bool. Whether the CPU has AMX bfloat16 (`cpu_has_amx_bf16`).
+        backend: str. The Keras backend ("tensorflow", "jax", "torch").
+    """
+
+    gpu_capabilities: tuple[tuple[int, int] | None, ...] = ()
+    amx_bf16: bool = False
+    backend: str = backend.TENSORFLOW
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(self.gpu_capabilities)
+
+    @property
+    def gpu_bf16(self) -> bool:
+        """Whether every GPU computes bfloat16 fast (compute capability 8.0 or more)."""
+        return self.has_gpu and all(capability is not None and capability >= BF16_MIN_COMPUTE_CAPABILITY
+                                    for capability in self.gpu_capabilities)
+
+    def describe_bf16(self) -> str:
+        """Why mixed bfloat16 pays here, for the log line."""
+        if self.has_gpu:
+            capabilities = sorted({".".join(map(str, capability)) for capability in self.gpu_capabilities})
+            return (f"this GPU (compute capability {', '.join(capabilities)}) computes bfloat16 in its tensor "
+                    f"cores, on the {self.backend} backend")
+        return "this CPU computes bfloat16 natively (AMX)"
 
 
 def cpu_has_amx_bf16(cpuinfo_path: str = CPU_FLAGS_FILE) -> bool:
@@ -34,15 +77,19 @@ def cpu_has_amx_bf16(cpuinfo_path: str = CPU_FLAGS_FILE) -> bool:
     return False
 
 
-def resolve_precision(requested: str, jit_compile: str, has_gpu: bool, amx_bf16: bool) -> str:
+def resolve_precision(requested: str, jit_compile: str, has_gpu: bool, amx_bf16: bool,
+                      gpu_bf16: bool = False) -> str:
     """The dtype policy to train with.
 
     Args:
         requested: str. `"auto"` or one of `POLICIES`.
         jit_compile: str. The `--jit-compile` value; XLA cannot compile mixed
             bfloat16 here, so `"on"` keeps `auto` at float32.
-        has_gpu: bool. Whether TensorFlow sees a GPU (then `auto` is float32).
+        has_gpu: bool. Whether the Keras backend computes on a GPU (then the
+            CPU's AMX does not count).
         amx_bf16: bool. Whether the CPU has AMX bfloat16 (`cpu_has_amx_bf16`).
+        gpu_bf16: bool. Whether the GPUs compute bfloat16 fast (`Hardware.gpu_bf16`).
+            Defaults to False.
 
     Returns:
         One of `POLICIES`.
@@ -53,16 +100,46 @@ def resolve_precision(requested: str, jit_compile: str, has_gpu: bool, amx_bf16:
     'mixed_bfloat16'
     >>> resolve_precision("auto", "on", has_gpu=False, amx_bf16=True)
     'float32'
+    >>> resolve_precision("auto", "auto", has_gpu=True, amx_bf16=False, gpu_bf16=True)
+    'mixed_bfloat16'
     """
     if requested != AUTO:
         return requested
-    if amx_bf16 and not has_gpu and jit_compile != "on":
+    fast_bf16 = gpu_bf16 if has_gpu else amx_bf16
+    if fast_bf16 and jit_compile != "on":
         return "mixed_bfloat16"
     return "float32"
 
 
+def detect_hardware() -> Hardware:
+    """The GPUs the Keras backend computes on, and the CPU's AMX where the backend's CPU kernels use it."""
+    # On an AMX CPU mixed bfloat16 trained 1.8x (TensorFlow) and 1.2x (PyTorch) faster than float32, and no
+    # faster under JAX, whose XLA CPU kernels do not use AMX (docs/speed.md).
+    amx_bf16 = backend.name() != backend.JAX and cpu_has_amx_bf16()
+    return Hardware(tuple(backend.gpu_compute_capabilities()), amx_bf16, backend.name())
+
+
+def auto_precision(jit_compile: str = "auto", hardware: Hardware | None = None) -> tuple[str, str]:
+    """What `--precision auto` trains in, and why (for the log line; empty for float32).
+
+    Args:
+        jit_compile: str. The `--jit-compile` value. Defaults to "auto".
+        hardware: Hardware or None. The facts to decide on; None reads this
+            machine's (`detect_hardware`). Defaults to None.
+
+    Returns:
+        `(policy, reason)`.
+    """
+    hardware = detect_hardware() if hardware is None else hardware
+    if hardware.has_gpu and hardware.backend == backend.TENSORFLOW and jit_compile == "auto":
+        # Keras XLA-compiles training on a GPU under TensorFlow, whose XLA refuses the mixed bfloat16 graph.
+        jit_compile = "on"
+    policy = resolve_precision(AUTO, jit_compile, has_gpu=hardware.has_gpu, amx_bf16=hardware.amx_bf16,
+                               gpu_bf16=hardware.gpu_bf16)
+    return policy, hardware.describe_bf16() if policy != "float32" else ""
+
+
 def default_precision(jit_compile: str = "auto") -> str:
     """`resolve_precision("auto", ...)` for this machine."""
-    has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    return resolve_precision(AUTO, jit_compile, has_gpu=has_gpu, amx_bf16=cpu_has_amx_bf16())
+    return auto_precision(jit_compile)[0]
 

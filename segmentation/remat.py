@@ -21,13 +21,17 @@ statistics are those of a run without it.
 The model's layers are untouched (only how the backbone is called during
 training changes), so weights files, the book's `.h5` files included, load
 either way.
+
+On TensorFlow a segment's gradient is a `tf.custom_gradient`; under JAX and
+PyTorch it is Keras' own `keras.remat` (`jax.checkpoint`,
+`torch.utils.checkpoint`) around a stateless call of the segment, whose new
+BatchNormalization statistics are assigned once, from the forward pass.
 """
 
 import keras
-import tensorflow as tf
 
 from resnet import stage_outputs
-from segmentation import batchnorm
+from segmentation import backend, batchnorm
 
 AUTO = "auto"
 LEVELS = ("off", "stage0", "all")
@@ -74,6 +78,9 @@ def recomputed(segment: keras.Model):
     Returns:
         A function of the segment's input tensor.
     """
+    if not backend.is_tensorflow():
+        return recomputed_by_keras(segment)
+    tf = backend.import_tensorflow()
     norms = [layer for layer in segment._flatten_layers(include_self=False)
              if isinstance(layer, keras.layers.BatchNormalization)]
 
@@ -108,6 +115,36 @@ def recomputed(segment: keras.Model):
     return forward
 
 
+def recomputed_by_keras(segment: keras.Model):
+    """`recomputed` under JAX or PyTorch: `keras.remat` around the segment's stateless training call.
+
+    The recomputation in the backward pass reruns the pure function only, so
+    the moving statistics it returns again are dropped; those of the forward
+    pass are assigned once.
+
+    Args:
+        segment: keras.Model. One input.
+
+    Returns:
+        A function of the segment's input tensor.
+    """
+
+    def stateless_forward(trainable_values, non_trainable_values, inputs):
+        return segment.stateless_call(trainable_values, non_trainable_values, inputs, training=True)
+
+    checkpointed = keras.remat(stateless_forward)
+
+    def forward(inputs):
+        outputs, non_trainable_values = checkpointed([variable.value for variable in segment.trainable_variables],
+                                                     [variable.value for variable in segment.non_trainable_variables],
+                                                     inputs)
+        for variable, value in zip(segment.non_trainable_variables, non_trainable_values):
+            variable.assign(value)
+        return outputs
+
+    return forward
+
+
 def recompute_in_backward(backbone: keras.Model, level: str = "all") -> None:
     """Makes `backbone`'s training calls keep only its segments' inputs for the backward pass.
 
@@ -137,9 +174,11 @@ def recompute_in_backward(backbone: keras.Model, level: str = "all") -> None:
         raise ValueError(f"Unknown recomputation level {level!r}: expected one of {', '.join(LEVELS)}.")
     if level == "off":
         return
+    # Off TensorFlow every BatchNormalization is suitable: the recomputation is a stateless call.
+    held_back = backend.is_tensorflow()
     unsuitable = [layer.name for layer in backbone._flatten_layers(include_self=False)
                   if isinstance(layer, keras.layers.BatchNormalization)
-                  and (layer.synchronized or not isinstance(layer, batchnorm.BatchNormalization))]
+                  and (layer.synchronized or (held_back and not isinstance(layer, batchnorm.BatchNormalization)))]
     if unsuitable:
         raise ValueError(
             "Recomputing these BatchNormalization layers would update their statistics twice (synchronized, "

@@ -23,7 +23,8 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="slow: give --run-slow to run it")
     for item in items:
-        if "slow" in item.keywords:
+        # The other Keras backends' end-to-end runs are long subprocesses too (make test-slow runs them).
+        if "slow" in item.keywords or "backends" in item.keywords:
             item.add_marker(skip)
 
 

@@ -62,6 +62,7 @@ def test_help_runs_without_the_project_modules():
     assert result.returncode == 0 and "--rss-vs-dataset" in result.stdout
 
 
+@pytest.mark.slow
 def test_gpu_script_times_the_network_on_the_installed_backend(tmp_path):
     # bench/gpu.py is for machines without TensorFlow; it only needs Keras, so it runs here on TensorFlow too.
     output = tmp_path / "gpu.json"

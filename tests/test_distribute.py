@@ -42,6 +42,7 @@ def state_arrays(path):
         return {name: archive[name] for name in archive.files if name != "state_json"}
 
 
+@pytest.mark.slow
 def test_two_workers_train_in_step_and_only_the_chief_writes_the_run(tmp_path):
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=4, num_test=2, height=SIZE, width=SIZE)
@@ -142,6 +143,7 @@ def test_bad_distribution_settings_end_with_one_line_and_status_2(book_dataset, 
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_a_mirrored_run_resumes_under_the_strategy(tmp_path):
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=4, num_test=2, height=SIZE, width=SIZE)

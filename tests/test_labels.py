@@ -10,7 +10,7 @@ import pytest
 from conftest import HEIGHT, N_CLASSES, WIDTH, write_book_dataset
 
 from segmentation.errors import DatasetError
-from segmentation.labels import load_labels, read_labels_dict
+from segmentation.labels import load_labels, read_labels_dict, read_labels_whole
 
 
 class Touches:
@@ -87,4 +87,17 @@ def test_a_bare_pickle_is_not_unpickled(tmp_path):
         pickle.dump({"a.png": Touches(marker)}, file)
     with pytest.raises(DatasetError, match="cannot read it as a .npy file"):
         load_labels(str(path), str(tmp_path), HEIGHT, WIDTH)
+    assert not marker.exists()
+
+
+def test_the_benchmarks_whole_dict_reader_is_as_safe(tmp_path):
+    splits = write_book_dataset(str(tmp_path), num_train=2, num_test=1)
+    whole = read_labels_whole(str(tmp_path / "segmentation_train.npy"))
+    assert sorted(whole) == sorted(splits["train"])
+    for name, mask in splits["train"].items():
+        np.testing.assert_array_equal(whole[name], mask)
+    marker = tmp_path / "code-ran"
+    np.save(tmp_path / "hostile.npy", {"a.png": Touches(marker)}, allow_pickle=True)
+    with pytest.raises(DatasetError, match="names the global posix.system; refused"):
+        read_labels_whole(str(tmp_path / "hostile.npy"))
     assert not marker.exists()

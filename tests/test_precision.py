@@ -2,7 +2,7 @@
 
 import pytest
 
-from segmentation.precision import AUTO, POLICIES, cpu_has_amx_bf16, resolve_precision
+from segmentation.precision import AUTO, POLICIES, Hardware, auto_precision, cpu_has_amx_bf16, resolve_precision
 
 AMX_FLAGS = "flags\t\t: fpu vme avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
 ZEN_FLAGS = "flags\t\t: fpu vme avx512f avx512_bf16\n"
@@ -28,7 +28,7 @@ def test_an_unreadable_cpu_description_means_no_amx(tmp_path):
         ("on", False, True, "float32"),
         # avx512_bf16 without AMX ran 15x slower than float32 (docs/precision.md).
         ("auto", False, False, "float32"),
-        # Not measured on a GPU: the book's float32.
+        # A GPU without fast bfloat16 (gpu_bf16 False): the CPU's AMX does not count, the book's float32.
         ("auto", True, True, "float32"),
     ],
 )
@@ -40,3 +40,35 @@ def test_auto_picks_bfloat16_only_where_it_was_measured_to_pay(jit_compile, has_
 def test_a_named_policy_is_kept(policy):
     assert resolve_precision(policy, "auto", has_gpu=False, amx_bf16=True) == policy
     assert resolve_precision(policy, "auto", has_gpu=True, amx_bf16=False) == policy
+
+
+@pytest.mark.parametrize(
+    "hardware, jit_compile, expected, reason",
+    [
+        # The H200 and A100 of bench/gpu.py's kind: tensor cores that take bfloat16.
+        (Hardware(gpu_capabilities=((9, 0),), backend="jax"), "auto", "mixed_bfloat16", "compute capability 9.0"),
+        (Hardware(gpu_capabilities=((8, 0), (8, 0)), backend="torch"), "auto", "mixed_bfloat16",
+         "compute capability 8.0"),
+        # Under TensorFlow Keras' "auto" XLA-compiles on a GPU, and TensorFlow's XLA refuses mixed bfloat16.
+        (Hardware(gpu_capabilities=((9, 0),), backend="tensorflow"), "auto", "float32", ""),
+        (Hardware(gpu_capabilities=((9, 0),), backend="tensorflow"), "off", "mixed_bfloat16", "on the tensorflow"),
+        # Volta and Turing (7.x) emulate bfloat16; an AMX CPU beside them does not count.
+        (Hardware(gpu_capabilities=((7, 5),), amx_bf16=True, backend="jax"), "auto", "float32", ""),
+        # One slow GPU, or one that reports no capability (an AMD GPU), keeps every replica in float32.
+        (Hardware(gpu_capabilities=((9, 0), (7, 0)), backend="jax"), "auto", "float32", ""),
+        (Hardware(gpu_capabilities=(None,), backend="torch"), "auto", "float32", ""),
+        (Hardware(gpu_capabilities=((9, 0),), backend="jax"), "on", "float32", ""),
+        (Hardware(amx_bf16=True), "auto", "mixed_bfloat16", "this CPU computes bfloat16 natively (AMX)"),
+        (Hardware(amx_bf16=False), "auto", "float32", ""),
+    ],
+)
+def test_auto_trains_in_bfloat16_on_a_gpu_that_computes_it_fast(hardware, jit_compile, expected, reason):
+    policy, why = auto_precision(jit_compile, hardware)
+    assert policy == expected
+    assert (reason in why) if reason else why == ""
+
+
+def test_the_log_line_names_the_gpu_s_compute_capability_and_backend():
+    _, why = auto_precision("auto", Hardware(gpu_capabilities=((8, 6),), backend="jax"))
+    assert why.startswith("this GPU (compute capability 8.6) computes bfloat16 in its tensor cores")
+    assert why.endswith("on the jax backend")
