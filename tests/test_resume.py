@@ -26,9 +26,12 @@ STATE = "ResNet11v2-1layer-drinks-last.state.npz"
 # epoch PAUSE_EPOCH (0-based), creates PAUSE_MARKER and sleeps: the test then signals the
 # process there, in the middle of an epoch, every time.
 LAUNCHER = f"""
-import os, runpy, sys, time
+import os, runpy, signal, sys, time
 
 import keras
+
+# Ctrl-C as in a terminal, even where this test's runner was started with SIGINT ignored (a background job).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 class Pause(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
