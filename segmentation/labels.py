@@ -196,19 +196,32 @@ class RefusedGlobal(pickle.UnpicklingError):
         self.qualified_name = f"{module}.{name}"
 
 
-# The pure-Python unpickler: its memo is a plain dict that `forget` can prune while loading
-# (the C unpickler's memo can only be copied or replaced whole).
-class _SummarizingUnpickler(pickle._Unpickler):
-    """An unpickler that accepts only `SAFE_GLOBALS` and reads every NumPy array as a `_PickledArray`.
+def _check_global(module: str, name: str) -> None:
+    """Refuses a global outside `SAFE_GLOBALS`, as an unpickler's `find_class` is asked for it.
 
     Pickle runs code by calling the globals a stream names (`os.system`, say, through `__reduce__`);
     `find_class` is asked for each one when the stream names it, before anything is called, so a
     refusal there stops a hostile file before any of its code runs.
     """
+    if (module, name) not in SAFE_GLOBALS:
+        raise RefusedGlobal(module, name)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """The C unpickler, accepting only `SAFE_GLOBALS`."""
 
     def find_class(self, module: str, name: str):
-        if (module, name) not in SAFE_GLOBALS:
-            raise RefusedGlobal(module, name)
+        _check_global(module, name)
+        return super().find_class(module, name)
+
+
+# The pure-Python unpickler: its memo is a plain dict that `forget` can prune while loading
+# (the C unpickler's memo can only be copied or replaced whole).
+class _SummarizingUnpickler(pickle._Unpickler):
+    """An unpickler that accepts only `SAFE_GLOBALS` and reads every NumPy array as a `_PickledArray`."""
+
+    def find_class(self, module: str, name: str):
+        _check_global(module, name)
         found = super().find_class(module, name)
         if name == "_reconstruct":
             return functools.partial(_PickledArray, self, found)
@@ -258,29 +271,43 @@ def read_labels_dict(path: str) -> object:
     Raises:
         DatasetError: if the pickle names any other global, e.g. a function to call.
     """
+    content = _unpickle_object_array(path, _SummarizingUnpickler)
+    if content is _NOT_PICKLED:
+        # Anything else (a plain array, a format version 3 header, not a .npy at all) is read without pickle.
+        return np.load(path, allow_pickle=False)
+    if isinstance(content, dict):
+        return {key: _unwrap(value) for key, value in content.items()}
+    return _unwrap(content)
+
+
+# What `_unpickle_object_array` returns for a file that holds no pickled object array.
+_NOT_PICKLED = object()
+
+
+def _unpickle_object_array(path: str, unpickler: type) -> object:
+    """The content of a `.npy` file holding a pickled object array (a 0-d one unwrapped), or `_NOT_PICKLED`.
+
+    Raises:
+        DatasetError: if the pickle names a global outside `SAFE_GLOBALS`.
+    """
     header_readers = {
         (1, 0): np.lib.format.read_array_header_1_0,
         (2, 0): np.lib.format.read_array_header_2_0,
     }
     with open(path, "rb") as file:
-        version = np.lib.format.read_magic(file)
-        read_header = header_readers.get(version)
-        if read_header is not None and read_header(file)[2].hasobject:
-            try:
-                # np.load's own pickle settings (ASCII for Python 2 strings).
-                loaded = _unwrap(_SummarizingUnpickler(file, encoding="ASCII").load())
-            except RefusedGlobal as refused:
-                raise DatasetError(
-                    f"{path}: the pickle names the global {refused.qualified_name}; refused: label files may "
-                    "hold only arrays. Regenerate it with utils/generate_gt_segmentation.py, and read only "
-                    "label files you trust."
-                ) from None
-            content = loaded.flat[0] if isinstance(loaded, np.ndarray) and loaded.size == 1 else loaded
-            if isinstance(content, dict):
-                return {key: _unwrap(value) for key, value in content.items()}
-            return content
-    # Anything else (a plain array, a format version 3 header, not a .npy at all) is read without pickle.
-    return np.load(path, allow_pickle=False)
+        read_header = header_readers.get(np.lib.format.read_magic(file))
+        if read_header is None or not read_header(file)[2].hasobject:
+            return _NOT_PICKLED
+        try:
+            # np.load's own pickle settings (ASCII for Python 2 strings).
+            loaded = _unwrap(unpickler(file, encoding="ASCII").load())
+        except RefusedGlobal as refused:
+            raise DatasetError(
+                f"{path}: the pickle names the global {refused.qualified_name}; refused: label files may "
+                "hold only arrays. Regenerate it with utils/generate_gt_segmentation.py, and read only "
+                "label files you trust."
+            ) from None
+    return loaded.flat[0] if isinstance(loaded, np.ndarray) and loaded.size == 1 else loaded
 
 
 def load_labels(path: str, data_path: str, height: int, width: int, fit_size: str = "refuse") -> LabelSet:
@@ -460,15 +487,6 @@ def split_labels(labels: LabelSet, share: float, seed: int) -> tuple[LabelSet, L
     )
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """The C unpickler, accepting only `SAFE_GLOBALS` (see `_SummarizingUnpickler`)."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in SAFE_GLOBALS:
-            raise RefusedGlobal(module, name)
-        return super().find_class(module, name)
-
-
 def read_labels_whole(path: str) -> dict:
     """The book's `np.save`d dict as it is, one-hot masks whole (what the book's code held), unpickled safely.
 
@@ -477,20 +495,7 @@ def read_labels_whole(path: str) -> dict:
     Raises:
         DatasetError: if the file is not a pickled dict, or its pickle names any global but NumPy's.
     """
-    with open(path, "rb") as file:
-        version = np.lib.format.read_magic(file)
-        header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        if version not in header or not header[version](file)[2].hasobject:
-            raise DatasetError(f"{path}: not the book's np.save of a dict. Regenerate it with "
-                               "utils/generate_gt_segmentation.py.")
-        try:
-            loaded = _SafeUnpickler(file, encoding="ASCII").load()
-        except RefusedGlobal as refused:
-            raise DatasetError(
-                f"{path}: the pickle names the global {refused.qualified_name}; refused: label files may hold "
-                "only arrays."
-            ) from None
-    content = loaded.flat[0] if isinstance(loaded, np.ndarray) and loaded.size == 1 else loaded
+    content = _unpickle_object_array(path, _SafeUnpickler)
     if not isinstance(content, dict):
         raise DatasetError(f"{path}: not the book's np.save of a dict. Regenerate it with "
                            "utils/generate_gt_segmentation.py.")
