@@ -5,17 +5,15 @@ The book's ground truth is an `np.save` of a Python dict
 background. It is read here once, validated, and kept as compact class-index
 maps (one byte per pixel); `data_generator.DataGenerator` rebuilds the
 one-hot masks batch by batch for the categorical cross-entropy. Each mask is
-turned into its class-index map as soon as it is unpickled, so the whole
-one-hot dict (n_classes bytes per pixel) is never in memory at once.
+turned into its class-index map as soon as it is read, so the whole
+one-hot dict (n_classes bytes per pixel) is never in memory at once. The
+files are never unpickled (see `segmentation.pickled_npy`).
 """
 
 import collections.abc
 import dataclasses
-import functools
-import itertools
 import logging
 import os
-import pickle
 import zlib
 
 import numpy as np
@@ -23,11 +21,9 @@ import numpy as np
 from segmentation.errors import DatasetError
 from segmentation.fitting import resize_labels
 from segmentation.images import RGB_MODES, check_image, image_header
+from segmentation.pickled_npy import read_pickled_dict
 
 logger = logging.getLogger(__name__)
-
-# An array's raw data and state tuple are the last entries pickle memoizes before building it.
-RECENT_MEMO_ENTRIES = 4
 
 
 @dataclasses.dataclass
@@ -139,175 +135,30 @@ def summarize_mask(mask: object) -> MaskSummary:
     mask = np.asarray(mask)
     problem = mask_value_problem(mask)
     class_map = None
-    if problem is None and mask.ndim == 3:
+    if problem is None and mask.ndim == 3 and mask.shape[-1]:
         # A pixel with no class set (all zeros) is read as background.
         class_map = PackedClassMap.pack(np.argmax(mask, axis=-1).astype(np.uint8))
     return MaskSummary(shape=mask.shape, value_problem=problem, class_map=class_map)
 
 
-class _PickledArray:
-    """Stands in for one pickled NumPy array and keeps only its `MaskSummary`.
-
-    Unpickling calls `_reconstruct` for an empty array, then `__setstate__`
-    with its data; the summary is made right there and the data dropped, so
-    each one-hot mask is freed before the next is read. Object arrays (the
-    0-d array that wraps the dict) are kept as they are.
-
-    Args:
-        unpickler: _SummarizingUnpickler. The unpickler reading the stream.
-        reconstruct: callable. NumPy's own `_reconstruct`.
-        *args: its arguments, from the stream.
-    """
-
-    def __init__(self, unpickler: "_SummarizingUnpickler", reconstruct, *args):
-        self._unpickler = unpickler
-        self._array = reconstruct(*args)
-        self.value: np.ndarray | MaskSummary | None = None
-
-    def __setstate__(self, state: tuple) -> None:
-        array, self._array = self._array, None
-        array.__setstate__(state)
-        if array.dtype == object:
-            self.value = array
-            return
-        self.value = summarize_mask(array)
-        self._unpickler.forget(state)
-
-
-# The only globals the book's format names, in numpy 1.x (numpy.core) and 2.x (numpy._core) pickles of
-# protocols 2 to 5: NumPy's array reconstruction, dtypes and scalars, and protocol 2's bytes. Dicts,
-# lists, strings and numbers need no global.
-SAFE_GLOBALS = frozenset({
-    *((package, function) for package in ("numpy.core.multiarray", "numpy._core.multiarray")
-      for function in ("_reconstruct", "scalar")),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-})
-
-
-class RefusedGlobal(pickle.UnpicklingError):
-    """A pickle stream named a global that the book's label format never holds."""
-
-    def __init__(self, module: str, name: str):
-        super().__init__(f"{module}.{name}")
-        self.qualified_name = f"{module}.{name}"
-
-
-def _check_global(module: str, name: str) -> None:
-    """Refuses a global outside `SAFE_GLOBALS`, as an unpickler's `find_class` is asked for it.
-
-    Pickle runs code by calling the globals a stream names (`os.system`, say, through `__reduce__`);
-    `find_class` is asked for each one when the stream names it, before anything is called, so a
-    refusal there stops a hostile file before any of its code runs.
-    """
-    if (module, name) not in SAFE_GLOBALS:
-        raise RefusedGlobal(module, name)
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    """The C unpickler, accepting only `SAFE_GLOBALS`."""
-
-    def find_class(self, module: str, name: str):
-        _check_global(module, name)
-        return super().find_class(module, name)
-
-
-# The pure-Python unpickler: its memo is a plain dict that `forget` can prune while loading
-# (the C unpickler's memo can only be copied or replaced whole).
-class _SummarizingUnpickler(pickle._Unpickler):
-    """An unpickler that accepts only `SAFE_GLOBALS` and reads every NumPy array as a `_PickledArray`."""
-
-    def find_class(self, module: str, name: str):
-        _check_global(module, name)
-        found = super().find_class(module, name)
-        if name == "_reconstruct":
-            return functools.partial(_PickledArray, self, found)
-        return found
-
-    def forget(self, state: tuple) -> None:
-        """Drops the memo's references to an array's state and raw data.
-
-        Pickle memoizes every bytes object and tuple it reads, so without this
-        the raw data of all masks would stay alive until the end of the load.
-        Each array's state is pickled once, just before its BUILD, and never
-        referenced again, so only the newest memo entries are looked at. They
-        are emptied, not deleted: the MEMOIZE opcode numbers entries by the
-        memo's length.
-        """
-        recent = list(itertools.islice(reversed(self.memo.items()), RECENT_MEMO_ENTRIES))
-        for index, value in recent:
-            if value is state or value is state[-1]:
-                self.memo[index] = None
-
-
-def _unwrap(value: object) -> object:
-    """The array or `MaskSummary` a `_PickledArray` stands for; anything else as it is."""
-    return value.value if isinstance(value, _PickledArray) else value
-
-
 def read_labels_dict(path: str) -> object:
     """Reads the book's `np.save`d dict with each mask reduced to a `MaskSummary` on the way.
 
-    The only function that unpickles. The book's format is a pickled dict, and
-    pickle can run code, so the unpickler accepts only the globals the format
-    holds (`SAFE_GLOBALS`: NumPy arrays, dtypes and scalars) and refuses any
-    other before it is called. Masks are freed one by one for the pickle
-    protocols `np.save` writes (3 in numpy 1.x, the book's files; 4 in numpy
-    2.x); protocols 2 and 5 load the same, holding the raw data until the end.
-    A file that is not a pickled object array is read by `np.load` without
-    pickle.
+    The file is never unpickled: `read_pickled_dict` walks its pickle's opcodes and builds only plain
+    arrays, so a hostile file cannot run code or make NumPy read memory it chose. Each mask is
+    summarized and freed as soon as it is read, so the whole one-hot dict is never in memory at once.
 
     Args:
         path: str. The `.npy` file.
 
     Returns:
-        The dict `{key: MaskSummary}` for the book's format (a value that was
-        not pickled as an array is left as it is); otherwise whatever the
-        file holds.
+        The dict `{key: MaskSummary}` for the book's format (a value that is not an array is left as
+        it is, for the checks to name); otherwise the plain value the file's object array holds.
 
     Raises:
-        DatasetError: if the pickle names any other global, e.g. a function to call.
+        DatasetError: if the file is not NumPy's pickle of a 0-d object array holding plain arrays.
     """
-    content = _unpickle_object_array(path, _SummarizingUnpickler)
-    if content is _NOT_PICKLED:
-        # Anything else (a plain array, a format version 3 header, not a .npy at all) is read without pickle.
-        return np.load(path, allow_pickle=False)
-    if isinstance(content, dict):
-        return {key: _unwrap(value) for key, value in content.items()}
-    return _unwrap(content)
-
-
-# What `_unpickle_object_array` returns for a file that holds no pickled object array.
-_NOT_PICKLED = object()
-
-
-def _unpickle_object_array(path: str, unpickler: type) -> object:
-    """The content of a `.npy` file holding a pickled object array (a 0-d one unwrapped), or `_NOT_PICKLED`.
-
-    Raises:
-        DatasetError: if the pickle names a global outside `SAFE_GLOBALS`.
-    """
-    header_readers = {
-        (1, 0): np.lib.format.read_array_header_1_0,
-        (2, 0): np.lib.format.read_array_header_2_0,
-    }
-    with open(path, "rb") as file:
-        read_header = header_readers.get(np.lib.format.read_magic(file))
-        if read_header is None or not read_header(file)[2].hasobject:
-            return _NOT_PICKLED
-        try:
-            # np.load's own pickle settings (ASCII for Python 2 strings).
-            loaded = _unwrap(unpickler(file, encoding="ASCII").load())
-        except RefusedGlobal as refused:
-            raise DatasetError(
-                f"{path}: the pickle names the global {refused.qualified_name}; refused: label files may "
-                "hold only arrays. Regenerate it with utils/generate_gt_segmentation.py, and read only "
-                "label files you trust."
-            ) from None
-    return loaded.flat[0] if isinstance(loaded, np.ndarray) and loaded.size == 1 else loaded
+    return read_pickled_dict(path, summarize_mask)
 
 
 def load_labels(path: str, data_path: str, height: int, width: int, fit_size: str = "refuse") -> LabelSet:
@@ -346,7 +197,7 @@ def load_labels(path: str, data_path: str, height: int, width: int, fit_size: st
         dictionary = read_labels_dict(path)
     except DatasetError:
         raise
-    except Exception as error:  # np.load and pickle raise many types for a bad file
+    except Exception as error:  # reading a damaged file can raise many types
         raise DatasetError(
             f"{path}: cannot read it as a .npy file ({type(error).__name__}: {error}). "
             "Regenerate it with utils/generate_gt_segmentation.py."
@@ -488,14 +339,15 @@ def split_labels(labels: LabelSet, share: float, seed: int) -> tuple[LabelSet, L
 
 
 def read_labels_whole(path: str) -> dict:
-    """The book's `np.save`d dict as it is, one-hot masks whole (what the book's code held), unpickled safely.
+    """The book's `np.save`d dict as it is, one-hot masks whole (what the book's code held), read without unpickling.
 
     For measuring the book's way (`bench/`); the program itself reads labels with `load_labels`.
 
     Raises:
-        DatasetError: if the file is not a pickled dict, or its pickle names any global but NumPy's.
+        DatasetError: if the file is not NumPy's pickle of a dict of plain arrays (see `read_pickled_dict`).
     """
-    content = _unpickle_object_array(path, _SafeUnpickler)
+    # A copy: the arrays read are read-only views of the file's bytes, and the book's code could write to its masks.
+    content = read_pickled_dict(path, np.array)
     if not isinstance(content, dict):
         raise DatasetError(f"{path}: not the book's np.save of a dict. Regenerate it with "
                            "utils/generate_gt_segmentation.py.")
