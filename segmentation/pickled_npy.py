@@ -481,7 +481,7 @@ def read_pickled_dict(path: str, on_array: Callable[[np.ndarray], object]) -> ob
             if read_header is None:
                 raise ValueError("a .npy format version other than 1.0 and 2.0")
             shape, _, dtype = read_header(reader)
-        except (ValueError, EOFError) as error:
+        except Exception as error:  # NumPy's header parser raises ValueError, tokenize's TokenError and more
             message = " ".join(str(error).split())[:200]
             raise DatasetError(f"{path}: cannot read it as a .npy file ({message}). "
                                "Regenerate it with utils/generate_gt_segmentation.py.") from None
