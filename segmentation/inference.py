@@ -19,7 +19,9 @@ class probabilities.
 Nothing the user already has is overwritten unless they ask for it.
 """
 
+import ctypes
 import dataclasses
+import errno
 import importlib
 import logging
 import os
@@ -34,7 +36,7 @@ from segmentation import backend
 from segmentation.checkpoints import write_atomically
 from segmentation.classes import colorize
 from segmentation.config import BOOK_EXPORT_FORMATS
-from segmentation.errors import DatasetError, InferenceError, UsageError
+from segmentation.errors import DatasetError, InferenceError, SaveError, UsageError, describe_os_error
 from segmentation.figures import save_png
 from segmentation.fitting import predict_tiled, resize_image, resize_labels
 from segmentation.images import IMAGE_EXTENSIONS, decode_image
@@ -383,22 +385,64 @@ def _write_keras(model: keras.Model, path: str) -> None:
     write_atomically(path, model.save, suffix=KERAS_SUFFIX)
 
 
+# Linux's renameat2 flag that swaps two paths in one step, and the "current directory" descriptor.
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(first: str, second: str) -> bool:
+    """Swaps two existing paths in one step (Linux `renameat2` with `RENAME_EXCHANGE`).
+
+    Returns:
+        True if swapped; False where the system or file system cannot (then nothing changed).
+
+    Raises:
+        OSError: if the swap itself fails.
+    """
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library before glibc 2.28
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), second)
+
+
+def _is_write_error(error: BaseException) -> bool:
+    """Whether an export failed writing its files (a full disk, a lost mount): TensorFlow's own file errors too."""
+    return isinstance(error, OSError | backend.import_tensorflow().errors.OpError)
+
+
 def _write_saved_model(model: keras.Model, saved_model_dir: str) -> None:
     parent, name = os.path.split(os.path.abspath(saved_model_dir))
     temporary = os.path.join(parent, f".{name}.{os.getpid()}.partial")
     try:
-        model.export(temporary, format="tf_saved_model", verbose=False)
-    except BaseException:
+        try:
+            model.export(temporary, format="tf_saved_model", verbose=False)
+            if not os.path.isdir(saved_model_dir):
+                os.replace(temporary, saved_model_dir)
+            # A folder cannot be renamed over a non-empty one: swap the two in one step, so that a kill at any
+            # moment leaves the earlier export or the new one in place; the temporary name then holds the earlier.
+            elif not _exchange(temporary, saved_model_dir):
+                # No atomic swap here (not Linux): the earlier export is moved aside for an instant.
+                previous = os.path.join(parent, f".{name}.{os.getpid()}.previous")
+                os.replace(saved_model_dir, previous)
+                os.replace(temporary, saved_model_dir)
+                shutil.rmtree(previous)
+        except Exception as error:
+            if not _is_write_error(error):
+                raise
+            reason = describe_os_error(error) if isinstance(error, OSError) else str(error).splitlines()[0]
+            raise SaveError(
+                f"{saved_model_dir}: cannot be written ({reason}); the files written before are unchanged. "
+                "Free some space, or fix the folder, and run again."
+            ) from None
+    finally:
         shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    if os.path.isdir(saved_model_dir):
-        # A folder cannot be renamed over a non-empty one: move the earlier export aside first.
-        previous = os.path.join(parent, f".{name}.{os.getpid()}.previous")
-        os.replace(saved_model_dir, previous)
-        os.replace(temporary, saved_model_dir)
-        shutil.rmtree(previous)
-    else:
-        os.replace(temporary, saved_model_dir)
 
 
 def _input_signature(model: keras.Model) -> list:

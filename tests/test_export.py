@@ -1,6 +1,8 @@
 """--export-format: each export, run in its own runtime, gives the Keras model's predictions; none overwrites."""
 
+import errno
 import os
+import shutil
 import sys
 
 import keras
@@ -10,9 +12,10 @@ import skimage.io
 from conftest import HEIGHT, N_CLASSES, WIDTH, write_book_dataset
 
 from model import build_model
+from segmentation import inference
 from segmentation.config import EXPORT_FORMATS
-from segmentation.errors import UsageError
-from segmentation.inference import check_export_tools, export_model, export_paths
+from segmentation.errors import SaveError, UsageError
+from segmentation.inference import SAVED_MODEL_FILE, check_export_tools, export_model, export_paths
 
 # How close an export must stay to the Keras model on the same images.
 PROBABILITY_TOLERANCE = 1e-4
@@ -130,3 +133,58 @@ def test_a_missing_converter_ends_with_one_line_before_anything_is_written(tiny_
 def test_export_format_needs_export(run_cli):
     status, _, stderr = run_cli(["--evaluate", "--export-format", "onnx"])
     assert status == 2 and "--export-format is used with --export" in stderr
+
+
+class FakeSavedModel:
+    """Stands for the FCN in `model.export`: writes a SavedModel holding `label`, or fails as a full disk does."""
+
+    def __init__(self, label, full_disk=False):
+        self.label = label
+        self.full_disk = full_disk
+
+    def export(self, path, format, verbose):
+        os.makedirs(os.path.join(path, "variables"))
+        with open(os.path.join(path, SAVED_MODEL_FILE), "w") as file:
+            file.write(self.label)
+        if self.full_disk:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(path, "variables", "data"))
+
+
+def test_a_full_disk_during_the_savedmodel_export_ends_in_one_line(tiny_network, tmp_path, run_cli, monkeypatch):
+    _, _, flags = tiny_network
+    monkeypatch.setattr(keras.Model, "export", lambda model, path, **kwargs: FakeSavedModel(
+        "new", full_disk=True).export(path, **kwargs))
+    status, _, stderr = run_cli(["--export", str(tmp_path / "fcn"), "--export-format", "savedmodel", *flags])
+    assert status == 2 and stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert f"{tmp_path / 'fcn'}: cannot be written (No space left on device)" in stderr
+    assert os.listdir(tmp_path) == []  # nothing half-written left behind
+
+
+def test_an_earlier_savedmodel_stays_whole_when_the_disk_fills(tmp_path):
+    target = str(tmp_path / "fcn")
+    export_model(FakeSavedModel("old"), {"savedmodel": target})
+    with pytest.raises(SaveError, match="cannot be written \\(No space left on device\\)"):
+        export_model(FakeSavedModel("new", full_disk=True), {"savedmodel": target})
+    assert os.listdir(tmp_path) == ["fcn"]
+    assert (tmp_path / "fcn" / SAVED_MODEL_FILE).read_text() == "old"
+
+
+def test_a_kill_at_any_step_of_replacing_a_savedmodel_leaves_one_in_place(tmp_path, monkeypatch):
+    """After every step that moves or removes a folder (where a kill could land), the target holds a whole export."""
+    target = tmp_path / "fcn"
+    export_model(FakeSavedModel("old"), {"savedmodel": str(target)})
+    seen = []
+
+    def checked(step):
+        def run(*args, **kwargs):
+            result = step(*args, **kwargs)
+            seen.append((target / SAVED_MODEL_FILE).read_text() if (target / SAVED_MODEL_FILE).exists() else None)
+            return result
+        return run
+
+    monkeypatch.setattr(os, "replace", checked(os.replace))
+    monkeypatch.setattr(shutil, "rmtree", checked(shutil.rmtree))
+    monkeypatch.setattr(inference, "_exchange", checked(inference._exchange))
+    export_model(FakeSavedModel("new"), {"savedmodel": str(target)})
+    assert seen and None not in seen, seen
+    assert seen[-1] == "new" and os.listdir(tmp_path) == ["fcn"]
