@@ -15,6 +15,7 @@ from keras import layers
 from resnet import build_resnet, conv_layer
 from segmentation import batchnorm
 
+# Filters of the head's pyramid convolutions and transposed convolutions (Listing 12.3.2): the book's 256.
 HEAD_FILTERS = 256
 # The classifier: its filters are the classes (the one layer that depends on the class count).
 CLASSIFIER_NAME = "pre_activation"
@@ -46,7 +47,8 @@ def tconv_layer(inputs, filters: int = 32, kernel_size: int = 3, strides: int = 
     return x
 
 
-def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classes: int = 4) -> keras.Model:
+def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classes: int = 4,
+              head_filters: int = HEAD_FILTERS) -> keras.Model:
     """Builds the FCN around a backbone that returns a features pyramid.
 
     Args:
@@ -54,13 +56,16 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
         backbone: keras.Model. Returns `[main, 1/8, 1/16, ...]` feature maps,
             the main one at 1/4 of the input (see `resnet.build_resnet`).
         n_classes: int. Number of classes including background. Defaults to 4.
+        head_filters: int. Filters of each pyramid map's Conv2D and of the two
+            stride-2 transposed convolutions (`--head-filters`). Defaults to
+            the book's 256; the head's cost grows with its square.
 
     Returns:
         A `keras.Model` named `fcn` mapping `(H, W, channels)` images in [0, 1]
         to `(H, W, n_classes)` per-pixel softmax probabilities.
 
     Raises:
-        ValueError: if `n_classes < 2`.
+        ValueError: if `n_classes < 2` or `head_filters < 1`.
 
     Example:
 
@@ -73,6 +78,8 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
             "A segmentation network needs at least 2 classes (background and one "
             f"object class). Received: n_classes={n_classes}"
         )
+    if head_filters < 1:
+        raise ValueError(f"The head needs at least 1 filter. Received: head_filters={head_filters}")
 
     # === Layers ===
     inputs = keras.Input(shape=input_shape, name="image")
@@ -83,14 +90,14 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
         # Level 1 is the 1/8 map (named fcn_8), upsampled by 2 back to 1/4.
         upsampling = 2**level
         postfix = f"fcn_{4 * upsampling}"
-        feature = conv_layer(feature, filters=HEAD_FILTERS, use_maxpool=False, postfix=postfix)
+        feature = conv_layer(feature, filters=head_filters, use_maxpool=False, postfix=postfix)
         feature = layers.UpSampling2D(
             size=upsampling, interpolation="bilinear", name=f"{postfix}_up2d"
         )(feature)
         out_features.append(feature)
     x = layers.Concatenate(name="fcn_concat")(out_features)
-    x = tconv_layer(x, HEAD_FILTERS, postfix="up_x2")
-    x = tconv_layer(x, HEAD_FILTERS, postfix="up_x4")
+    x = tconv_layer(x, head_filters, postfix="up_x2")
+    x = tconv_layer(x, head_filters, postfix="up_x4")
     x = layers.Conv2DTranspose(
         filters=n_classes,
         kernel_size=1,
@@ -107,7 +114,8 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
 
 
 def build_model(
-    input_shape: tuple[int, int, int], n_layers: int = 3, n_classes: int = 4, n: int = 6
+    input_shape: tuple[int, int, int], n_layers: int = 3, n_classes: int = 4, n: int = 6,
+    head_filters: int = HEAD_FILTERS,
 ) -> tuple[keras.Model, keras.Model]:
     """Builds the book's backbone and the FCN on top of it.
 
@@ -118,6 +126,7 @@ def build_model(
         n_classes: int. Number of classes including background. Defaults to 4.
         n: int. Bottleneck units per backbone stage (depth 9n + 2). Defaults
             to 6 (ResNet56v2).
+        head_filters: int. The head's width (`build_fcn`). Defaults to the book's 256.
 
     Returns:
         `(backbone, fcn)`.
@@ -127,7 +136,7 @@ def build_model(
             cannot take.
     """
     backbone = build_resnet(input_shape, n_layers=n_layers, n=n)
-    return backbone, build_fcn(input_shape, backbone, n_classes)
+    return backbone, build_fcn(input_shape, backbone, n_classes, head_filters)
 
 
 def configure_batchnorm(model: keras.Model, momentum: float, synchronized: bool = False) -> None:

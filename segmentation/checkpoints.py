@@ -23,6 +23,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 
+import h5py
 import keras
 import numpy as np
 
@@ -48,6 +49,8 @@ class TrainingState:
         seed: int or None. The `--seed` of the run.
         shuffle_seed: int. Seed of the training set's shuffling.
         settings: dict. The run's `TrainingSettings` as recorded (`TrainingSettings.as_record`).
+        total_steps: int or None. The optimizer steps a `--time-budget` run planned (its last
+            epoch may be shorter than the others); None: `epochs` whole epochs.
     """
 
     epochs_done: int
@@ -57,6 +60,7 @@ class TrainingState:
     seed: int | None
     shuffle_seed: int
     settings: dict
+    total_steps: int | None = None
 
 
 @contextlib.contextmanager
@@ -364,6 +368,48 @@ def resolve_weights_path(name: str, save_dir: str) -> tuple[str, str]:
 
 
 
+def head_filters_of_model(model: keras.Model) -> int:
+    """The FCN's head width (`--head-filters`): the input channels of its classifier."""
+    return int(model.get_layer(CLASSIFIER_NAME).kernel.shape[-1])
+
+
+def head_filters_of_weights(path: str) -> int | None:
+    """The head width a weights file was trained with, None where the file does not tell.
+
+    The classifier is the network's one 1x1 transposed convolution: its kernel, `(1, 1, classes,
+    head filters)`, is found by its Keras 3 path (`layers/conv2d_transpose_N/vars/0`) or by the
+    book's Keras 2 layer name (`pre_activation`).
+    """
+    found: list[int] = []
+
+    def visit(name: str, item: object) -> None:
+        shape = getattr(item, "shape", None)
+        if (shape is not None and len(shape) == 4 and shape[:2] == (1, 1)
+                and ("conv2d_transpose" in name or CLASSIFIER_NAME in name)):
+            found.append(int(shape[-1]))
+
+    try:
+        with h5py.File(path, "r") as file:
+            file.visititems(visit)
+    except (OSError, ValueError):
+        return None
+    return found[0] if len(set(found)) == 1 else None
+
+
+def check_head_filters(model: keras.Model, path: str) -> None:
+    """Refuses weights of another head width in one line naming both (`--head-filters`).
+
+    Raises:
+        UsageError: if the file's classifier says it was trained with another width.
+    """
+    trained, built = head_filters_of_weights(path), head_filters_of_model(model)
+    if trained is not None and trained != built:
+        raise UsageError(
+            f"{path}: these weights have a {trained}-filter head and the network a {built}-filter one; "
+            f"give --head-filters {trained} to load them."
+        )
+
+
 def restore_weights(model: keras.Model, path: str) -> None:
     """Loads weights, turning Keras' errors into one-line UsageErrors.
 
@@ -374,6 +420,7 @@ def restore_weights(model: keras.Model, path: str) -> None:
     Raises:
         UsageError: if the file is unreadable or does not fit the model.
     """
+    check_head_filters(model, path)
     try:
         with warnings.catch_warnings():
             # Keras warns per mismatched sublayer before raising; the error says it once.
@@ -397,6 +444,7 @@ def restore_for_fine_tuning(model: keras.Model, path: str) -> list[str]:
     Raises:
         UsageError: if the file is unreadable, or layers other than the classifier do not fit.
     """
+    check_head_filters(model, path)
     layers = [layer for layer in model.layers if layer.weights]
     initial = {layer.name: layer.get_weights() for layer in layers}
     for layer in layers:

@@ -157,6 +157,10 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training recipe")
     group.add_argument("--depth", type=int, default=BOOK.depth, metavar="D",
                        help="ResNet v2 depth, 9n+2; the book's backbone is ResNet56v2 (default: %(default)s)")
+    group.add_argument("--head-filters", type=int, default=BOOK.head_filters, metavar="F",
+                       help="filters of the head's pyramid convolutions and of its two transposed convolutions, "
+                            "which cost most of the network's arithmetic: the book's 256, or 64 for a network "
+                            "that trains about 3x faster per step (docs/small-data.md) (default: %(default)s)")
     group.add_argument("--seed", type=int, default=BOOK.seed, metavar="S",
                        help="seed Python, NumPy and TensorFlow for a reproducible run; deterministic ops "
                             "can be slower (default: %(default)s)")
@@ -456,7 +460,8 @@ def choose_precision(config: RunConfig, state_path: str) -> str:
 
 def build_network(config: RunConfig, n_classes: int) -> tuple[keras.Model, keras.Model]:
     """The backbone and the FCN (Listing 12.3.1), with `--bn-momentum` and `--remat` applied."""
-    backbone, fcn = build_model(config.input_shape, n_layers=config.layers, n_classes=n_classes, n=config.n)
+    backbone, fcn = build_model(config.input_shape, n_layers=config.layers, n_classes=n_classes, n=config.n,
+                                head_filters=config.head_filters)
     # Under JAX one program computes each layer's statistics over the global batch: nothing to synchronize.
     synchronized = config.distributed and backend.is_tensorflow()
     configure_batchnorm(fcn, config.bn_momentum, synchronized=synchronized)

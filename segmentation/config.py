@@ -8,6 +8,7 @@ weights and its resume state; its defaults are what a state written before a set
 import dataclasses
 import math
 
+from model import HEAD_FILTERS
 from resnet import check_input_shape
 from segmentation import backend
 from segmentation.classes import split_class_names
@@ -33,6 +34,7 @@ class RunConfig:
     channels: int = 3
     layers: int = 3
     depth: int = 56
+    head_filters: int = HEAD_FILTERS
     # The data.
     data_path: str = "dataset/drinks"
     train_labels: str = "segmentation_train.npy"
@@ -134,6 +136,8 @@ class TrainingSettings:
     data_path: str = _setting(must_match=False)
     train_labels: str = _setting(must_match=False)
     test_labels: str = _setting(must_match=False)
+    # The book's head: what runs saved before `--head-filters` existed trained.
+    head_filters: int = _setting(BOOK.head_filters)
     augment: bool = _setting(BOOK.augment)
     class_weights: str = _setting(BOOK.class_weights)
     loss: str = _setting(BOOK.loss)
@@ -231,6 +235,8 @@ def check_values(config: RunConfig) -> None:
         raise UsageError(f"--depth {config.depth}: ResNet v2 depth must be 9n+2 (11, 20, ..., 56, 110).")
     if config.batch_size < 1 or config.epochs < 1 or config.workers < 1 or config.passes < 1:
         raise UsageError("--batch-size, --epochs, --workers and --passes must be at least 1.")
+    if config.head_filters < 1:
+        raise UsageError(f"--head-filters {config.head_filters}: must be at least 1: the book's 256, or e.g. 64.")
     if config.val_split is not None and not 0 < config.val_split < 1:
         raise UsageError(f"--val-split {config.val_split}: must be a share of the training images in (0, 1), "
                          "e.g. 0.1.")

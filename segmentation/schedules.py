@@ -138,11 +138,12 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Writes the rate of each epoch's last step into the epoch logs as `learning_rate`.
+    """Writes the rate where each epoch ended into the epoch logs as `learning_rate`.
 
     `keras.callbacks.LearningRateScheduler` does this for the epoch-wise
     schedules; a schedule given to the optimizer changes every step, so the
-    history records where each epoch ended.
+    history records the rate at the step after each epoch's last (0 at the
+    end of a `cosine` run).
 
     Args:
         schedule: LearningRateSchedule. The optimizer's schedule.
@@ -154,5 +155,5 @@ class LearningRateLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
-            last_step = max(0, int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) - 1)
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.schedule(last_step)))
+            steps_done = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.schedule(steps_done)))

@@ -14,7 +14,7 @@ import secrets
 import keras
 
 from data_generator import DataGenerator
-from segmentation.budget import TimeBudget
+from segmentation.budget import Plan, StepLimit, TimeBudget
 from segmentation.callbacks import (
     AccuracyCallback,
     NonFiniteLossCallback,
@@ -76,10 +76,13 @@ def plan_training(
     if resume:
         state = read_training_state(files.state)
         check_same_settings(state, settings, files.state)
-        # A budgeted run (--time-budget) finishes the epochs its budget planned.
-        planned = state.epochs if recorded_setting(state.settings, "time_budget") is not None else epochs
+        budgeted = recorded_setting(state.settings, "time_budget") is not None
+        # A budgeted run (--time-budget) finishes the steps its budget planned, whatever --epochs says.
+        planned = state.epochs if budgeted else epochs
         if state.epochs_done >= planned:
             raise UsageError(
+                f"--resume: {files.state} has finished all {state.epochs_done} epoch(s) its --time-budget planned; "
+                "nothing is left to train (--overwrite starts a new run)." if budgeted else
                 f"--resume: {files.state} has finished {state.epochs_done} epoch(s) and --epochs is "
                 f"{planned}; give a larger --epochs to train more."
             )
@@ -87,8 +90,15 @@ def plan_training(
         if record is not None:
             state.best_miou = max(state.best_miou, float(selection_miou(record)))
         logger.info("Resuming %s after epoch %d of %d (best mIoU so far %.4f)",
-                    files.state, state.epochs_done, epochs, state.best_miou)
+                    files.state, state.epochs_done, planned, state.best_miou)
         return state
+    trained_width = recorded_setting(record.get("settings", {}), "head_filters") if record else settings.head_filters
+    if trained_width != settings.head_filters and not overwrite:
+        raise UsageError(
+            f"{files.weights}: best weights of a {trained_width}-filter head are in the way of this run's "
+            f"{settings.head_filters}-filter network; move them away, choose another --save-dir, or give "
+            "--overwrite to replace them."
+        )
     if os.path.isfile(files.state) and not overwrite:
         earlier = read_training_state(files.state)
         if earlier.epochs_done < earlier.epochs:
@@ -209,8 +219,9 @@ def train(
     # Replay the completed epochs' reshuffles, so a resumed run sees the order it would have seen.
     for _ in range(state.epochs_done):
         train_data.on_epoch_end()
+    total_steps = state.total_steps or state.epochs * len(train_data)
     step_schedule, schedule_callback = compile_for_training(
-        fcn, learning_rate, lr_schedule, jit_compile, loss, total_steps=state.epochs * len(train_data)
+        fcn, learning_rate, lr_schedule, jit_compile, loss, total_steps=total_steps
     )
     miou_history = state.history.get(f"{split}_miou", [])
     mpla_history = [100.0 * value for value in state.history.get(f"{split}_pixel_accuracy", [])]
@@ -227,19 +238,26 @@ def train(
         selection_data, files.weights, files.save_dir, best_miou=state.best_miou, settings=state.settings,
         miou_history=miou_history, mpla_history=mpla_history, split=split,
     )
+    def record_plan(plan: Plan) -> None:
+        state.epochs, state.total_steps = plan.epochs, plan.total_steps
+
     budget = []
     if deadline is not None:
         budget = [TimeBudget(deadline, len(train_data), len(selection_data), state.epochs, step_schedule,
-                             on_plan=lambda epochs: setattr(state, "epochs", epochs))]
+                             on_plan=record_plan)]
+    elif state.total_steps is not None:
+        # A resumed budgeted run: the planned steps, its last epoch as short as planned.
+        budget = [StepLimit(state.total_steps)]
     callbacks = [
         # First, so the epoch's progress line is finished before the evaluation logs.
         keras.callbacks.ProgbarLogger(),
         # Before every callback that saves, so nothing is saved from a NaN model.
         NonFiniteLossCallback(),
         accuracy,
-        schedule_callback,
         # After the evaluation, so an epoch's time includes it; before the state is saved.
         *budget,
+        # After the budget, whose last plan at an epoch's end fixes the step schedule's end.
+        schedule_callback,
         # After the callbacks that add the test metrics and the learning rate to the logs.
         *([TensorBoardLogger(tensorboard_dir)] if tensorboard_dir else []),
         # Last, so the logs hold the test metrics and the state says an epoch is done only

@@ -2,7 +2,6 @@
 
 import csv
 import os
-import re
 import time
 
 import keras
@@ -10,98 +9,117 @@ import numpy as np
 import pytest
 from conftest import HEIGHT, WIDTH
 
-from segmentation.budget import Plan, TimeBudget, plan_run
+from segmentation.budget import REPORT_SECONDS, Plan, TimeBudget, plan_steps
 from segmentation.checkpoints import read_training_state
-from segmentation.schedules import WarmupCosine, warmup_cosine
+from segmentation.schedules import LearningRateLogger, WarmupCosine
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fcn-12.3.1.py")
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
 
 
-def test_plan_takes_the_whole_epochs_that_fit():
-    # 10 steps of 1 s and a 5 s evaluation: 15 s an epoch, planned as 15.75 s; 100 s hold 6 of them.
-    assert plan_run(100, 1.0, 10, 5.0, max_epochs=100) == Plan(epochs=6, total_steps=60)
-    assert plan_run(94, 1.0, 10, 5.0, max_epochs=100) == Plan(epochs=5, total_steps=50)
-    assert plan_run(100, 1.0, 10, 5.0, max_epochs=4) == Plan(epochs=4, total_steps=40)
-    # During the first epoch, its steps already trained are paid for: 3 done, 92 s left, 6 epochs.
-    assert plan_run(92, 1.0, 10, 5.0, max_epochs=100, steps_into_epoch=3) == Plan(epochs=6, total_steps=60)
+def test_plan_takes_the_steps_that_fit_with_an_evaluation_after_each_epoch():
+    # 10 steps of 1 s and a 5 s evaluation: 15 s an epoch, planned as 15.75 s.
+    assert plan_steps(6 * 15.75, 1.0, 5.0, 10, steps_done=0, max_steps=1000) == 60
+    # 10 s more hold 4 steps of a shorter 7th epoch and its evaluation (9 s, planned as 9.45 s).
+    assert plan_steps(6 * 15.75 + 10, 1.0, 5.0, 10, steps_done=0, max_steps=1000) == 64
+    # ... and 5 s more only an evaluation: no step of a 7th epoch.
+    assert plan_steps(6 * 15.75 + 5, 1.0, 5.0, 10, steps_done=0, max_steps=1000) == 60
+    # At most --epochs whole epochs.
+    assert plan_steps(1e6, 1.0, 5.0, 10, steps_done=0, max_steps=40) == 40
 
 
-def test_plan_after_the_first_epoch_keeps_it_and_adds_what_fits():
-    assert plan_run(32, 1.0, 10, 5.0, max_epochs=100, epochs_done=1) == Plan(epochs=3, total_steps=30)
-    assert plan_run(3, 1.0, 10, 5.0, max_epochs=100, epochs_done=1) == Plan(epochs=1, total_steps=10)
-    assert plan_run(1000, 1.0, 10, 5.0, max_epochs=5, epochs_done=1) == Plan(epochs=5, total_steps=50)
+def test_plan_counts_from_the_steps_done_and_the_epoch_under_way():
+    # 3 steps into an epoch: its 7 steps and evaluation (12 s) come first.
+    assert plan_steps(12 * 1.05, 1.0, 5.0, 10, steps_done=13, max_steps=1000) == 20
+    assert plan_steps(12 * 1.05 + 15.75, 1.0, 5.0, 10, steps_done=13, max_steps=1000) == 30
+    # No time left: the run ends where it is (an unfinished epoch still ends with its evaluation).
+    assert plan_steps(0, 1.0, 5.0, 10, steps_done=13, max_steps=1000) == 13
+    assert plan_steps(-50, 1.0, 5.0, 10, steps_done=20, max_steps=1000) == 20
 
 
-def test_plan_cuts_the_only_epoch_when_not_even_one_fits():
-    # 12 s: the evaluation's 5 s and 7 steps of 1 s.
-    assert plan_run(12, 1.0, 10, 5.0, max_epochs=100) == Plan(epochs=1, total_steps=7)
-    # No time at all: still one step more than trained, so the run ends with a model to evaluate.
-    assert plan_run(0, 1.0, 10, 5.0, max_epochs=100, steps_into_epoch=5) == Plan(epochs=1, total_steps=6)
+def test_plan_epochs_count_a_short_last_epoch():
+    assert Plan(total_steps=64, steps_per_epoch=10).epochs == 7
+    assert Plan(total_steps=60, steps_per_epoch=10).epochs == 6
+    assert Plan(total_steps=3, steps_per_epoch=10).epochs == 1
 
 
 class FakeClock(keras.callbacks.Callback):
     """A clock that training moves: each step takes `step` seconds, each evaluation `evaluation`.
 
-    Put it first in the callback list, so its epoch-end evaluation time is counted before the budget's.
+    From epoch `change_from_epoch` (0-based) on, every step takes `factor` times as long as in the
+    epoch before. Put it first in the callback list, so its epoch-end evaluation time is counted
+    before the budget's.
     """
 
-    def __init__(self, step=1.0, evaluation=5.0, slow_from_epoch=None):
+    def __init__(self, step=1.0, evaluation=5.0, change_from_epoch=None, factor=1.0):
         super().__init__()
         self.now = 0.0
-        self.step, self.evaluation, self.slow_from_epoch = step, evaluation, slow_from_epoch
+        self.step, self.evaluation, self.change_from_epoch, self.factor = step, evaluation, change_from_epoch, factor
 
     def __call__(self):
         return self.now
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.change_from_epoch is not None and epoch >= self.change_from_epoch:
+            self.step *= self.factor
 
     def on_train_batch_begin(self, batch, logs=None):
         self.now += self.step
 
     def on_epoch_end(self, epoch, logs=None):
         self.now += self.evaluation
-        if self.slow_from_epoch is not None and epoch + 1 >= self.slow_from_epoch:
-            self.step *= 2
 
 
-def fit_with_budget(deadline, clock, steps_per_epoch=10, max_epochs=100, schedule=None):
+def fit_with_budget(deadline, clock, steps_per_epoch=10, max_epochs=100):
+    schedule = WarmupCosine(1e-2, total_steps=10_000)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule or 1e-3), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss="mse")
     planned = []
     budget = TimeBudget(deadline, steps_per_epoch=steps_per_epoch, evaluation_batches=2, max_epochs=max_epochs,
                         schedule=schedule, on_plan=planned.append, clock=clock)
     history = model.fit(np.ones((2 * steps_per_epoch, 2)), np.zeros((2 * steps_per_epoch, 1)), batch_size=2,
-                        epochs=max_epochs, verbose=0, callbacks=[clock, budget])
-    return model, budget, planned, len(history.history["loss"])
+                        epochs=max_epochs, verbose=0, callbacks=[clock, budget, LearningRateLogger(schedule)])
+    steps = int(model.optimizer.iterations)
+    # The run ends on its plan's last step, where the schedule ends: the rate after it is 0.
+    assert steps == budget.plan.total_steps == planned[-1].total_steps == int(schedule.total_steps)
+    assert history.history["learning_rate"][-1] == 0.0
+    assert len(history.history["loss"]) == budget.plan.epochs
+    return steps, planned, clock.now
 
 
-def test_callback_stops_at_the_planned_step_with_the_schedule_ending_there():
-    schedule = WarmupCosine(1e-2, total_steps=10_000)
-    clock = FakeClock(step=1.0, evaluation=5.0)
-    # After the first epoch (15 s: 10 steps and the evaluation) 120 - 15 s are left; 10 of them are kept for
-    # the report (5 s and an evaluation): 95 s hold 6 more epochs planned at 15.75 s.
-    model, budget, planned, epochs = fit_with_budget(120.0, clock, schedule=schedule)
-    assert epochs == budget.plan.epochs == planned[-1] == 7
-    assert int(model.optimizer.iterations) == budget.plan.total_steps == int(schedule.total_steps) == 70
-    assert clock.now <= 120.0 - 10.0
+def test_a_steady_run_spends_its_budget_and_ends_on_a_short_epoch():
+    # Kept back at the end: the report's 5 s and an evaluation (5 s); the 115 s left hold 7 epochs of 15 s
+    # and, once the planning margin of the first plans has been freed, 4 steps of an 8th and its evaluation.
+    steps, planned, now = fit_with_budget(125.0, FakeClock(step=1.0, evaluation=5.0))
+    assert planned[1].total_steps == 70 and steps == 74
+    assert now == 114.0
 
 
-def test_callback_cuts_the_run_when_the_machine_slows_down():
-    schedule = WarmupCosine(1e-2, total_steps=10_000)
-    # Planned for 7 epochs, but from the third on the steps take twice as long each epoch.
-    clock = FakeClock(step=1.0, evaluation=5.0, slow_from_epoch=2)
-    model, budget, planned, epochs = fit_with_budget(120.0, clock, schedule=schedule)
-    assert planned[1] == 7 and epochs == budget.plan.epochs == planned[-1] == 4
-    assert int(model.optimizer.iterations) == budget.plan.total_steps == 10 * epochs
-    assert clock.now <= 120.0
+def test_a_run_the_machine_slows_down_is_cut_and_its_schedule_shortened():
+    # Planned at 1 s a step; from the third epoch on every step takes twice as long as in the epoch before.
+    steps, planned, now = fit_with_budget(120.0, FakeClock(step=1.0, evaluation=5.0, change_from_epoch=2,
+                                                           factor=2.0))
+    assert planned[1].total_steps == 70
+    assert steps == 40
+    assert now <= 120.0 - REPORT_SECONDS - 5.0
 
 
-def test_callback_cuts_the_only_epoch_when_the_budget_is_tiny():
+def test_a_run_that_speeds_up_trains_longer_and_uses_its_time():
+    # Planned at 2 s a step; from the second epoch on every step takes 1 s.
+    steps, planned, now = fit_with_budget(120.0, FakeClock(step=2.0, evaluation=5.0, change_from_epoch=1,
+                                                           factor=0.5))
+    # After the first epoch (25 s) 85 s hold 3 epochs of 25 s; at 1 s a step, 13 epochs in all fit.
+    assert planned[1].total_steps == 40
+    assert steps == 130
+    # What is left unused is less than another epoch would take with the planning margin (15.75 s).
+    assert 120.0 - REPORT_SECONDS - 5.0 - 15.75 <= now <= 120.0 - REPORT_SECONDS - 5.0
+
+
+def test_a_tiny_budget_cuts_the_only_epoch():
     # 30 s: 10 for the report, 2 for the evaluation estimated from the first steps, the rest for steps.
-    model, budget, planned, epochs = fit_with_budget(30.0, FakeClock(step=1.0, evaluation=1.0), steps_per_epoch=50)
-    assert epochs == budget.plan.epochs == 1
-    assert int(model.optimizer.iterations) == budget.plan.total_steps < 50
-
-
+    steps, planned, _ = fit_with_budget(30.0, FakeClock(step=1.0, evaluation=1.0), steps_per_epoch=50)
+    assert planned[-1].epochs == 1
+    assert steps < 50
 
 
 def test_run_finishes_inside_its_budget_with_the_schedule_ending_at_its_last_step(book_dataset, tmp_path, run_cli):
@@ -117,17 +135,16 @@ def test_run_finishes_inside_its_budget_with_the_schedule_ending_at_its_last_ste
     assert elapsed <= 60 * budget_minutes
     with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
-    # 8 training images, batch 2: 4 steps an epoch; the last plan names the run's last step.
-    last_step = int(re.findall(r"decaying to 0 at step (\d+)", out)[-1])
-    assert last_step >= 4 * len(rows) > 4
-    assert float(rows[-1]["learning_rate"]) == pytest.approx(warmup_cosine(4 * len(rows) - 1, last_step, 3e-3),
-                                                             rel=1e-4)
+    # The run ended on its plan's last step (the last epoch 1 to 4 steps of 4), where the rate reached 0.
+    state = read_training_state(os.path.join(save_dir, "ResNet11v2-1layer-drinks-last.state.npz"))
+    assert 4 * (len(rows) - 1) < state.total_steps <= 4 * len(rows)
+    assert "decaying to 0 at step" in out
+    assert float(rows[-1]["learning_rate"]) == 0.0
     assert os.path.isfile(os.path.join(save_dir, "report.png"))
     # The saved state holds the planned epochs, so the run counts as finished.
-    state = read_training_state(os.path.join(save_dir, "ResNet11v2-1layer-drinks-last.state.npz"))
     assert state.epochs == state.epochs_done == len(rows)
     status, _, err = run_cli([*argv, "--resume"])
-    assert status == 2 and "has finished" in err
+    assert status == 2 and f"has finished all {len(rows)} epoch(s) its --time-budget planned" in err
 
 
 @pytest.mark.parametrize("extra, message", [

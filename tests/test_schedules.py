@@ -69,13 +69,13 @@ def test_compiled_training_step_follows_a_resized_schedule():
     assert all(variable is not schedule.total_steps for variable in model.optimizer.variables)
 
 
-def test_logger_records_the_rate_of_each_epochs_last_step():
+def test_logger_records_the_rate_where_each_epoch_ended():
     schedule = WarmupCosine(1e-2, total_steps=6)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss="mse")
     history = model.fit(np.ones((6, 2)), np.zeros((6, 1)), batch_size=2, epochs=2, verbose=0,
                         callbacks=[LearningRateLogger(schedule)])
-    assert history.history["learning_rate"] == pytest.approx([warmup_cosine(2, 6, 1e-2), warmup_cosine(5, 6, 1e-2)])
+    assert history.history["learning_rate"] == pytest.approx([warmup_cosine(3, 6, 1e-2), 0.0])
 
 
 def test_peak_rate_must_be_positive():
