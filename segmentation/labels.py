@@ -338,6 +338,32 @@ def split_labels(labels: LabelSet, share: float, seed: int) -> tuple[LabelSet, L
     )
 
 
+def check_validation_labels(train: LabelSet, validation: LabelSet) -> None:
+    """Refuses a `--val-labels` set that cannot stand apart from the training set.
+
+    Args:
+        train: LabelSet. The training split.
+        validation: LabelSet. The split read from `--val-labels` (after `agree_on_classes`).
+
+    Raises:
+        DatasetError: if it lists an image of the training set (its score would not be a held-out
+            one), or its masks have another class count (it could not be scored with the network).
+    """
+    training_names = set(train.keys)
+    shared = [key for key in validation.keys if key in training_names]
+    if shared:
+        raise DatasetError(
+            f"{validation.path}: {len(shared)} of its image(s) are in the training set {train.path} too "
+            f"(e.g. {', '.join(repr(key) for key in shared[:3])}); a validation image must not be trained on. "
+            "Remove them from one of the two files, or give --val-split instead."
+        )
+    if validation.n_classes != train.n_classes:
+        raise DatasetError(
+            f"{validation.path}: masks have {validation.n_classes} classes but {train.path} has "
+            f"{train.n_classes}. Regenerate both with the same classes."
+        )
+
+
 def read_labels_whole(path: str) -> dict:
     """The book's `np.save`d dict as it is, one-hot masks whole (what the book's code held), read without unpickling.
 

@@ -7,6 +7,7 @@ and not a byte changed under the test's folder (the working directory included).
 """
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -140,6 +141,32 @@ def mask_file(folder, stem="train000", suffix=".png"):
     return os.path.join(folder, stem + suffix)
 
 
+# The end of a plain dtype's pickled state: (..., elsize -1, alignment -1, flags 0).
+PLAIN_DTYPE_STATE_END = b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"
+
+
+def write_bytes(path, data):
+    with open(path, "wb") as file:
+        file.write(data)
+
+
+def npy_bytes(dictionary):
+    stream = io.BytesIO()
+    np.save(stream, dictionary, allow_pickle=True)
+    return stream.getvalue()
+
+
+def hostile_dtype_flags(dictionary):
+    """Issue 23's file: a uint64 mask whose dtype's pickled flags say it holds Python objects."""
+    data = npy_bytes({**dictionary, next(iter(dictionary)): np.full(1, 0x4141414141414141, "<u8")})
+    return data.replace(PLAIN_DTYPE_STATE_END, PLAIN_DTYPE_STATE_END[:-3] + b"K?t", 1)
+
+
+def larger_than_its_data():
+    """A mask of 8 bytes whose shape claims 2**30."""
+    return npy_bytes({"train000.png": np.zeros(8, np.uint8)}).replace(b"K\x08\x85", b"J\x00\x00\x00\x40\x85", 1)
+
+
 def training_masks(context):
     """The mask files of `mask_folders`' training folder."""
     folder = mask_folders(context)
@@ -162,6 +189,19 @@ FCN_CASES = [
     Case("labels-run-code", ["--train"],
          "the pickle names the global posix.system; refused: label files may hold only arrays",
          lambda c: c.set_mask(RunsCode(os.path.join(c.tmp, "code-ran")))),
+    # Label files are read by walking their pickle opcodes (segmentation/pickled_npy.py), never unpickled.
+    Case("labels-dtype-hides-objects", ["--train"], "the pickle holds a dtype 'u8' whose state is not a plain dtype's",
+         lambda c: write_bytes(c.labels(), hostile_dtype_flags(c.load()))),
+    Case("labels-array-larger-than-file", ["--train"], "(1073741824 bytes) with 8 bytes of data",
+         lambda c: write_bytes(c.labels(), larger_than_its_data())),
+    Case("labels-truncated", ["--train"], "segmentation_train.npy: the pickle is truncated or damaged",
+         lambda c: truncate(c.labels(), os.path.getsize(c.labels()) // 2)),
+    Case("val-labels-share-training-images", ["--train", "--epochs", "1", "--val-labels", "segmentation_val.npy"],
+         "segmentation_val.npy: 2 of its image(s) are in the training set",
+         lambda c: np.save(c.labels("val"), dict(list(c.load().items())[:2]))),
+    Case("val-labels-other-class-count", ["--train", "--epochs", "1", "--val-labels", "segmentation_val.npy"],
+         "segmentation_val.npy: masks have 3 classes but",
+         lambda c: np.save(c.labels("val"), {k: v[..., :3] for k, v in c.load("test").items()})),
     Case("test-set-empty", ["--train"], "segmentation_test.npy: the labels dict is empty",
          lambda c: c.save({}, "test")),
     Case("mask-wrong-size", ["--train"], "has shape (32, 32, 4), expected (64, 64, n_classes)",

@@ -1,15 +1,18 @@
 """Batched evaluation and the per-epoch AccuracyCallback."""
 
+import errno
 import os
 
 import keras
 import numpy as np
+import pytest
 from conftest import HEIGHT, WIDTH
 
 from data_generator import DataGenerator
 from model import build_model
 from segmentation.callbacks import AccuracyCallback
 from segmentation.checkpoints import write_atomically
+from segmentation.errors import SaveError
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
 from segmentation.labels import load_labels
 from segmentation.metrics import SegmentationScores
@@ -147,3 +150,22 @@ def test_a_class_stuck_at_iou_zero_warns_after_patience_epochs():
     # Found again: the count restarts.
     assert monitor.check(scores_of(truth, truth)) == []
     assert monitor.check(scores_of(truth, predicted)) == []
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))])
+def test_an_interrupted_atomic_save_leaves_the_old_bytes(tmp_path, interruption):
+    """A write stopped halfway (Ctrl-C, a full disk) never reaches the file: the old bytes survive, no partial."""
+    path = tmp_path / "m.weights.h5"
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    write_atomically(str(path), model.save_weights, suffix=".weights.h5")
+    old = path.read_bytes()
+
+    def half_written(temporary):
+        with open(temporary, "wb") as file:
+            file.write(old[: len(old) // 2])
+        raise interruption
+
+    with pytest.raises(KeyboardInterrupt if interruption is KeyboardInterrupt else SaveError):
+        write_atomically(str(path), half_written, suffix=".weights.h5")
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["m.weights.h5"]

@@ -71,6 +71,9 @@ def test_validation_labels_from_a_file(tmp_path, run_cli):
     splits = write_book_dataset(data_path, num_train=6, num_test=2)
     held_out = dict(list(splits["train"].items())[:2])
     np.save(os.path.join(data_path, "segmentation_val.npy"), held_out)
+    # Held out: the validation images leave the training set (a set sharing images is refused).
+    np.save(os.path.join(data_path, "segmentation_train.npy"),
+            {key: mask for key, mask in splits["train"].items() if key not in held_out})
     status, out, err = run_cli(["--train", "--epochs", "1", *TINY, "--data-path", data_path,
                                 "--save-dir", str(tmp_path / "w"), "--val-labels", "segmentation_val.npy"])
     assert status == 0, err
