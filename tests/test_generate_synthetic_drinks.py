@@ -213,3 +213,35 @@ def test_check_exit_status_follows_the_threshold(score, status, monkeypatch, tmp
     args = ["--output", str(tmp_path), "--num-train", "1", "--num-test", "1", "--height", "32", "--width", "32"]
     assert synthetic.main([*args, "--check"]) == status
     assert ("FAIL" if status else "PASS") + f": best colour-only mIoU {score:.3f}" in capsys.readouterr().out
+
+
+# One flat colour per class (background first): colour alone then separates the classes.
+CLASS_PAINT = np.array([[90, 90, 90], [220, 30, 30], [30, 200, 30], [30, 40, 220]], np.uint8)
+
+
+def paint_by_class(output):
+    """Repaints every image of a generated set in its class colours, from its own VIA regions."""
+    for json_name in (TRAIN_VIA_JSON, TEST_VIA_JSON):
+        for entry in via.load_project(os.path.join(output, json_name)).images:
+            path = os.path.join(output, entry.filename)
+            height, width = io.imread(path).shape[:2]
+            io.imsave(path, CLASS_PAINT[via.rasterize(entry.regions, height, width)], check_contrast=False,
+                      **({"quality": 100} if path.lower().endswith((".jpg", ".jpeg")) else {}))
+
+
+def test_a_set_colour_alone_separates_scores_high_and_fails_the_check(tmp_path, capsys, monkeypatch):
+    """A known answer for `color_baseline`, and `--check` failing on it (exit 1)."""
+    generate = synthetic.generate
+
+    def generate_painted(output, *args, **kwargs):
+        splits = generate(output, *args, **kwargs)
+        paint_by_class(output)
+        return splits
+
+    monkeypatch.setattr(synthetic, "generate", generate_painted)
+    output = str(tmp_path / "painted")
+    args = ["--output", output, "--num-train", "4", "--num-test", "2", "--height", "48", "--width", "64"]
+    assert synthetic.main([*args, "--check"]) == synthetic.EXIT_CHECK_FAILED == 1
+    best = max(synthetic_check.color_baseline(output).values())
+    assert best > 0.9
+    assert f"FAIL: best colour-only mIoU {best:.3f}" in capsys.readouterr().out
