@@ -1,6 +1,8 @@
 """Faults a long run meets on a shared or cloud machine: a full disk and a second run in the same save dir."""
 
+import builtins
 import errno
+import io
 import json
 import os
 import subprocess
@@ -70,6 +72,55 @@ def test_a_full_disk_ends_the_run_in_one_line_and_keeps_every_earlier_file(train
     status, _, err = run_cli(resume)
     assert status == 0, err
     assert read_training_state(str(save_dir / STATE)).epochs_done == 3
+
+
+class FullDiskFile:
+    """A file opened for writing whose every write fails as a full disk's does."""
+
+    def __init__(self, file):
+        self._file = file
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._file.name)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self._file.close()
+
+
+def test_writes_failing_on_a_full_disk_end_the_run_in_one_line_and_keep_every_earlier_file(
+        trained_one_epoch, run_cli, monkeypatch):
+    """The writes themselves fail (not only the fsync after them), for every file Python writes in the save dir.
+
+    HDF5 writes its `.weights.h5` files in C, past Python's `open`: a full disk there is the tmpfs tests' case.
+    """
+    argv, save_dir = trained_one_epoch
+    before = snapshot(save_dir)
+    real_open = builtins.open
+    failed = []
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        opened = real_open(file, mode, *args, **kwargs)
+        writing = isinstance(file, str | os.PathLike) and any(letter in mode for letter in "wax+")
+        if writing and os.path.abspath(file).startswith(str(save_dir)) and not str(file).endswith(LOCK_FILE):
+            failed.append(os.path.basename(file))
+            return FullDiskFile(opened)
+        return opened
+
+    monkeypatch.setattr(builtins, "open", full_disk_open)
+    monkeypatch.setattr(io, "open", full_disk_open)
+    status, _, err = run_cli([*argv[:-1], "3", "--resume"])
+    monkeypatch.undo()
+    assert failed, "no file was written through open()"
+    assert status == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "cannot be written (No space left on device)" in err
+    assert snapshot(save_dir) == before, "an earlier file changed, or a partial file was left"
 
 
 @pytest.fixture
