@@ -33,7 +33,7 @@ test: $(VENV)/.installed
 # The tests marked slow (the benchmarks' smoke runs) and the fuzz tests at their full example counts.
 test-slow: $(VENV)/.installed
 	$(PYTHON) -m pytest -q --run-slow -m "slow or backends"
-	$(PYTHON) -m pytest -q --run-slow tests/test_fuzz_via.py
+	$(PYTHON) -m pytest -q --run-slow tests/test_fuzz_via.py tests/test_fuzz_labels.py
 
 # Lint and import order (pyproject.toml, [tool.ruff]).
 lint: $(VENV)/.installed

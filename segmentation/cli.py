@@ -66,7 +66,7 @@ from segmentation.inference import (
     plan_predict_dir,
     segment_folder,
 )
-from segmentation.labels import LabelSet, split_labels
+from segmentation.labels import LabelSet, check_validation_labels, split_labels
 from segmentation.lock import training_lock
 from segmentation.losses import CLASS_WEIGHTS, LOSSES, build_loss, median_frequency_weights
 from segmentation.masks import agree_on_classes, check_images_have_masks, load_split
@@ -376,6 +376,7 @@ def load_data(config: RunConfig) -> Data:
     if config.val_labels:
         validation = read(os.path.join(config.data_path, config.val_labels))
         agree_on_classes(train, validation)
+        check_validation_labels(train, validation)
     elif config.val_split is not None:
         seed = VAL_SPLIT_SEED if config.seed is None else config.seed
         train, validation = split_labels(train, config.val_split, seed)
