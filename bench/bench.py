@@ -52,6 +52,8 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "bench", "results.json")
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "dataset", "bench")
+# segmentation.paths.TRAIN_VIA_JSON, TEST_VIA_JSON, TRAIN_LABELS and TEST_LABELS, not imported: it would load
+# TensorFlow here (tests/test_bench.py checks that they agree).
 TRAIN_JSON, TEST_JSON = "segmentation_train.json", "segmentation_test.json"
 TRAIN_LABELS, TEST_LABELS = "segmentation_train.npy", "segmentation_test.npy"
 EXIT_OUT_OF_MEMORY = 3  # bench.worker's status for MemoryError / ResourceExhaustedError
@@ -87,7 +89,7 @@ class MeasurementFailed(Exception):
         self.out_of_memory = out_of_memory
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_width_height(text: str) -> tuple[int, int]:
     """`"640x480"` (width x height, as the book writes it) -> `(640, 480)`."""
     try:
         width, height = (int(value) for value in text.lower().split("x"))
@@ -100,7 +102,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def size_keys_of(text: str) -> list[str]:
     """`"640x480,128x96"` -> the checked size keys `["640x480", "128x96"]`; `""` -> `[]`."""
-    return [f"{width}x{height}" for width, height in map(parse_size, text.split(","))] if text else []
+    return [f"{width}x{height}" for width, height in map(parse_width_height, text.split(","))] if text else []
 
 
 def run_worker(job: dict, timeout: float) -> dict:
@@ -438,7 +440,7 @@ def parse_settings(argv: list[str] | None) -> argparse.Namespace:
         if getattr(settings, name) is None:
             setattr(settings, name, value)
     try:
-        settings.sizes = [parse_size(text) for text in settings.sizes.split(",")]
+        settings.sizes = [parse_width_height(text) for text in settings.sizes.split(",")]
         settings.variant_sizes = size_keys_of(settings.variant_sizes)
         settings.remat_sizes = size_keys_of(settings.remat_sizes)
         settings.rss_counts = sorted({int(count) for count in settings.rss_counts.split(",")})

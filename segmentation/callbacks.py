@@ -100,7 +100,7 @@ class AccuracyCallback(keras.callbacks.Callback):
                 "selected_on": self.split,
                 f"{self.split}_miou": miou,
                 f"{self.split}_pixel_accuracy": pixel_accuracy,
-                f"{self.split}_dataset_miou": _json_number(scores.dataset_miou),
+                f"{self.split}_dataset_miou": _nan_as_none(scores.dataset_miou),
                 "settings": self.settings,
             }
             save_best_model(self.model, self.weights_path, record)
@@ -111,7 +111,7 @@ class AccuracyCallback(keras.callbacks.Callback):
             )
 
 
-def _json_number(value: float) -> float | None:
+def _nan_as_none(value: float) -> float | None:
     """A float for JSON, None where it is NaN (strict JSON has no NaN)."""
     return None if math.isnan(value) else float(value)
 

@@ -42,10 +42,6 @@ CLASS_COLORS = (
 GOLDEN_RATIO_CONJUGATE = (math.sqrt(5.0) - 1.0) / 2.0
 EXTRA_COLOR_VALUES = (1.0, 0.75, 0.5)
 
-
-DRINKS_CLASS_NAMES = ("background", "water bottle", "soda can", "juice can")
-
-
 # The class id of pixels left out of the loss and every score (PASCAL VOC's "void"), and its colour
 # in ground-truth pictures (VOC's cream), which no class has.
 IGNORE_LABEL = 255

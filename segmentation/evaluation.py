@@ -21,7 +21,7 @@ from segmentation.config import BOOK
 from segmentation.distribution import replicas_in_scope
 from segmentation.figures import save_input_and_mask, save_triptych
 from segmentation.fitting import predict_tiled, resize_image
-from segmentation.images import decode_image, read_image
+from segmentation.images import decode_image, image_to_float, read_image
 from segmentation.metrics import SegmentationScores
 from segmentation.paths import PREDICTION_DIR
 
@@ -166,7 +166,7 @@ def segment_image_file(model: keras.Model, image_file: str, height: int, width: 
     elif fit_size == "resize":
         image = resize_image(decode_image(image_file), height, width)
     else:
-        image = decode_image(image_file).astype(np.float32) / 255.0
+        image = image_to_float(decode_image(image_file))
     tile = (height, width) if fit_size == "crop" else None
     predicted = predict_class_maps(model, [image] if tile else image[np.newaxis], tile, batch_size=4)[0]
     stem = os.path.splitext(os.path.basename(image_file))[0]

@@ -15,6 +15,7 @@ import numpy as np
 import skimage.transform
 
 from segmentation.classes import IGNORE_LABEL
+from segmentation.images import image_to_float
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -27,7 +28,7 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
         float32 array `(height, width, 3)` in [0, 1]; an image of that size only rescaled to [0, 1].
     """
     if image.dtype == np.uint8 and image.shape[:2] == (height, width):
-        return image.astype(np.float32) / 255.0
+        return image_to_float(image)
     # Anti-aliasing when shrinking, as a camera at that resolution would see the scene.
     resized = skimage.transform.resize(image, (height, width), order=1, anti_aliasing=True)
     return resized.astype(np.float32)

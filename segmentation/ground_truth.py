@@ -33,7 +33,14 @@ from segmentation import via
 from segmentation.classes import DRINKS_VIA_NAMES, IGNORE_LABEL, colorize
 from segmentation.errors import EXIT_BAD_INPUT
 from segmentation.masks import write_class_names, write_mask_png
-from segmentation.paths import LABELS_SUFFIX, MASK_FOLDER_CLASSES, MASK_SUFFIX, TRAIN_VIA_JSON, class_names_path
+from segmentation.paths import (
+    LABELS_SUFFIX,
+    MASK_FOLDER_CLASSES,
+    MASK_SUFFIX,
+    TRAIN_LABELS,
+    TRAIN_VIA_JSON,
+    class_names_path,
+)
 
 SAVE_FORMATS = ("npy", "png")
 
@@ -55,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of the images named in the project (default: %(default)s)",
     )
     parser.add_argument(
-        "--save-filename", default="segmentation_train.npy", metavar="FILE",
+        "--save-filename", default=TRAIN_LABELS, metavar="FILE",
         help="output .npy file, relative to the current directory as in the book; the training "
         "program looks for it in its --data-path; with --save-format png the mask folder, '.npy' "
         "left out (default: %(default)s)",
@@ -147,7 +154,7 @@ def read_rgb(path: str) -> np.ndarray:
     return image[..., :3]
 
 
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resizes a uint8 RGB image to (height, width) with anti-aliasing.
 
     Args:
@@ -222,7 +229,7 @@ def convert(
                 via.Region(via.scale_shape(region.shape, scale_y, scale_x), region.class_id, region.shape_name)
                 for region in regions
             ]
-            pixels = resize_image(pixels, resize)
+            pixels = resize_rgb(pixels, resize)
             _save_image(os.path.join(resized_path, image.filename), pixels, written)
         label_map = via.rasterize(regions, pixels.shape[0], pixels.shape[1])
         masks[image.filename] = via.to_one_hot(label_map, num_classes)

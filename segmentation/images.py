@@ -102,6 +102,18 @@ def decode_image(path: str) -> np.ndarray:
     return image
 
 
+def image_to_float(image: np.ndarray) -> np.ndarray:
+    """An 8-bit image as the network takes it: float32 in [0, 1] (the book's `img_as_float`).
+
+    Args:
+        image: uint8 array `(H, W, 3)`.
+
+    Returns:
+        float32 array of the same shape, `image / 255`.
+    """
+    return image.astype(np.float32) / 255.0
+
+
 def read_image(path: str, height: int, width: int) -> np.ndarray:
     """Reads an RGB image as float32 in [0, 1] (the book's `img_as_float`).
 
@@ -126,4 +138,4 @@ def read_image(path: str, height: int, width: int) -> np.ndarray:
             f"{path}: image is {image.shape[1]}x{image.shape[0]}, expected {width}x{height} "
             "(--width x --height). Resize it or give the matching --height/--width."
         )
-    return image.astype(np.float32) / 255.0
+    return image_to_float(image)

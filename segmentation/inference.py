@@ -39,7 +39,7 @@ from segmentation.config import BOOK_EXPORT_FORMATS
 from segmentation.errors import DatasetError, InferenceError, SaveError, UsageError, describe_os_error
 from segmentation.figures import save_png
 from segmentation.fitting import predict_tiled, resize_image, resize_labels
-from segmentation.images import IMAGE_EXTENSIONS, decode_image
+from segmentation.images import IMAGE_EXTENSIONS, decode_image, image_to_float
 from segmentation.paths import (
     EXPORT_SUFFIXES,
     KERAS_SUFFIX,
@@ -97,7 +97,7 @@ class PredictionSummary:
     skipped: list[tuple[str, str]]
 
 
-def list_images(directory: str) -> list[str]:
+def images_to_predict(directory: str) -> list[str]:
     """The JPEG and PNG files of a folder (not its subfolders), sorted by name.
 
     Args:
@@ -263,8 +263,7 @@ def _predict_directory_tiled(model: keras.Model, planned: Sequence[PlannedImage]
         except DatasetError as error:
             summary.skipped.append((item.image_path, str(error)))
         else:
-            probabilities = predict_tiled(model.predict_on_batch, image.astype(np.float32) / 255.0, height, width,
-                                          batch_size)
+            probabilities = predict_tiled(model.predict_on_batch, image_to_float(image), height, width, batch_size)
             labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
             save_png(item.mask_path, colorize(labels))
             save_png(item.overlay_path, overlay(image, labels))
@@ -531,7 +530,7 @@ def plan_predict_dir(input_dir: str, output_dir: str | None, overwrite: bool) ->
     Raises:
         InferenceError, UsageError: for a folder without images or outputs in the way.
     """
-    image_paths = list_images(input_dir)
+    image_paths = images_to_predict(input_dir)
     if output_dir is None:
         output_dir = os.path.join(PREDICTION_DIR, os.path.basename(os.path.abspath(input_dir)))
     check_output_dir(output_dir, "--predict-output")

@@ -145,7 +145,7 @@ def write_class_names(labels_path: str, names: Sequence[str]) -> str:
     return path
 
 
-def list_images(data_path: str) -> dict[str, list[str]]:
+def images_by_stem(data_path: str) -> dict[str, list[str]]:
     """The image files of a folder (not its subfolders) by stem: `{stem: [file name, ...]}`."""
     images: dict[str, list[str]] = {}
     for name in sorted(os.listdir(data_path)):
@@ -196,7 +196,7 @@ def load_mask_folder(folder: str, data_path: str, height: int, width: int, fit_s
             an image name shared by two files, a mask of another size than its image, a class id
             beyond `n_classes`, an RGB or unreadable mask, an image `check_image` refuses.
     """
-    images = list_images(data_path)
+    images = images_by_stem(data_path)
     packed: dict[str, PackedClassMap] = {}
     largest = 0
     has_ignore = False
@@ -327,7 +327,7 @@ def check_images_have_masks(data_path: str, label_paths: Sequence[str | None]) -
     stems = set()
     for folder in existing:
         stems.update(os.path.splitext(name)[0] for name in os.listdir(folder) if name.lower().endswith(MASK_SUFFIX))
-    unmasked = [name for stem, names in list_images(data_path).items() if stem not in stems for name in names]
+    unmasked = [name for stem, names in images_by_stem(data_path).items() if stem not in stems for name in names]
     if unmasked:
         more = f" (and {len(unmasked) - 1} more)" if len(unmasked) > 1 else ""
         folders = " or ".join(f"{os.path.basename(os.path.normpath(folder))}/" for folder in existing)

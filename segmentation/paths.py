@@ -24,6 +24,9 @@ from segmentation.errors import UsageError
 # The book's VIA projects (utils/generate_gt_segmentation.py reads them; the synthetic set writes them).
 TRAIN_VIA_JSON = "segmentation_train.json"
 TEST_VIA_JSON = "segmentation_test.json"
+# The book's ground truth made from them, read from `--data-path` (`--train-labels`, `--test-labels`).
+TRAIN_LABELS = "segmentation_train.npy"
+TEST_LABELS = "segmentation_test.npy"
 PREDICTION_DIR = "prediction"
 WEIGHTS_SUFFIX = ".weights.h5"
 BOOK_WEIGHTS_SUFFIX = ".h5"

@@ -44,7 +44,7 @@ def per_image_miou(prediction: np.ndarray, truth: np.ndarray, num_classes: int) 
     return float(np.mean(iou_from_confusion(confusion)[present]))
 
 
-def load_split(output: str, json_name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+def read_via_split(output: str, json_name: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Images and rasterised VIA ground truth of one split, as the converter would make them."""
     project = via.load_project(os.path.join(output, json_name))
     pairs = []
@@ -75,7 +75,7 @@ def color_baseline(output: str, num_classes: int = len(DRINKS_CLASS_NAMES)) -> d
         {classifier name: mean per-image mIoU on the test split}.
     """
     counts = np.zeros((HISTOGRAM_LEVELS**3, num_classes), dtype=np.int64)
-    for image, truth in load_split(output, TRAIN_VIA_JSON):
+    for image, truth in read_via_split(output, TRAIN_VIA_JSON):
         # Every other row and column is plenty for a 4,096-cell histogram, and twice as fast.
         bins = color_bins(image[::2, ::2])
         counts += np.bincount(
@@ -84,7 +84,7 @@ def color_baseline(output: str, num_classes: int = len(DRINKS_CLASS_NAMES)) -> d
     likelihood = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
     rules = {"histogram MAP (class priors)": counts.argmax(axis=1),
              "histogram ML (equal priors)": likelihood.argmax(axis=1)}
-    test = load_split(output, TEST_VIA_JSON)
+    test = read_via_split(output, TEST_VIA_JSON)
     return {
         name: float(np.mean([per_image_miou(rule[color_bins(image)], truth, num_classes) for image, truth in test]))
         for name, rule in rules.items()

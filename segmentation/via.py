@@ -534,8 +534,8 @@ def to_via2(images: Sequence[ImageEntry], class_attribute: str = DEFAULT_CLASS_A
                 {
                     "shape_attributes": {
                         "name": "polygon",
-                        "all_points_x": [_json_number(value) for value in region.shape.points_x],
-                        "all_points_y": [_json_number(value) for value in region.shape.points_y],
+                        "all_points_x": [_via_coordinate(value) for value in region.shape.points_x],
+                        "all_points_y": [_via_coordinate(value) for value in region.shape.points_y],
                     },
                     "region_attributes": {class_attribute: str(region.class_id)},
                 }
@@ -581,6 +581,6 @@ def to_via2(images: Sequence[ImageEntry], class_attribute: str = DEFAULT_CLASS_A
     }
 
 
-def _json_number(value: float) -> int | float:
+def _via_coordinate(value: float) -> int | float:
     """Writes whole-number coordinates as JSON integers, as VIA does."""
     return int(value) if float(value).is_integer() else float(value)

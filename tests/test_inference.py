@@ -14,7 +14,7 @@ from segmentation.classes import class_colors
 from segmentation.errors import InferenceError
 from segmentation.inference import (
     check_export_paths,
-    list_images,
+    images_to_predict,
     overlay,
     plan_outputs,
     predict_directory,
@@ -70,13 +70,13 @@ def test_overlay_tints_objects_and_leaves_background():
     np.testing.assert_array_equal(blended[1, 0], [50, 178, 50])
 
 
-def test_list_images_and_plan_outputs(tmp_path):
+def test_images_to_predict_and_plan_outputs(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ["b.PNG", "a.jpg", "a.png", "c.jpeg", "notes.txt"]:
         (photos / name).write_bytes(b"x")
     (photos / "sub.png").mkdir()
-    paths = list_images(str(photos))
+    paths = images_to_predict(str(photos))
     assert [os.path.basename(path) for path in paths] == ["a.jpg", "a.png", "b.PNG", "c.jpeg"]
     planned = plan_outputs(paths, str(tmp_path / "out"))
     assert [os.path.basename(item.mask_path) for item in planned] == [
@@ -91,7 +91,7 @@ def test_list_images_and_plan_outputs(tmp_path):
     assert len(plan_outputs(paths, str(tmp_path / "out"), overwrite=True)) == 4
     (tmp_path / "empty").mkdir()
     with pytest.raises(InferenceError, match="no .jpg, .jpeg or .png file"):
-        list_images(str(tmp_path / "empty"))
+        images_to_predict(str(tmp_path / "empty"))
 
 
 class HalvesModel:
@@ -119,7 +119,7 @@ def test_predict_directory_batches_resizes_back_and_skips_unreadable(tmp_path):
     (photos / "d.png").write_bytes(b"not an image at all")
     before = folder_bytes(photos)
     model = HalvesModel()
-    planned = plan_outputs(list_images(str(photos)), str(tmp_path / "out"))
+    planned = plan_outputs(images_to_predict(str(photos)), str(tmp_path / "out"))
     summary = predict_directory(model, planned, str(tmp_path / "out"), batch_size=2, verbose=0)
     # Batches of the listing a,b | c,d | e, less the unreadable d: one predict call per batch.
     assert model.batch_sizes == [2, 1, 1]
