@@ -11,7 +11,10 @@ The script only hands its arguments to `segmentation.cli`, which can be imported
 
 import sys
 
-from segmentation import cli
+from segmentation.quiet import quiet_start
 
 if __name__ == "__main__":
+    # Before anything imports TensorFlow: its start-up lines stay out unless asked for (`--verbose 2`).
+    with quiet_start(sys.argv[1:]):
+        from segmentation import cli
     sys.exit(cli.main(sys.argv[1:]))

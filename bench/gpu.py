@@ -24,13 +24,18 @@ straight to the network.
 import argparse
 import json
 import statistics
+import sys
 import time
 
-import keras
-import numpy as np
+from segmentation.quiet import quiet_start
 
-from bench.flops import conv_flops_per_image, measure_matmul
-from model import build_model
+# Before the backend loads: TensorFlow's start-up lines stay out unless asked for.
+with quiet_start(sys.argv[1:]):
+    import keras
+    import numpy as np
+
+    from bench.flops import conv_flops_per_image, measure_matmul
+    from model import build_model
 
 N_CLASSES = 4
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -100,7 +105,7 @@ def time_evaluation(fcn: keras.Model, n_images: int, batch_size: int, height: in
     return result
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_height_width(text: str) -> tuple[int, int]:
     """`WIDTHxHEIGHT` (the README's order, e.g. 640x480) -> (height, width)."""
     width, height = (int(part) for part in text.lower().split("x"))
     return height, width
@@ -108,7 +113,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=parse_size, default=(480, 640), help="WIDTHxHEIGHT (default: 640x480)")
+    parser.add_argument("--size", type=parse_height_width, default=(480, 640), help="WIDTHxHEIGHT (default: 640x480)")
     parser.add_argument("--depth", type=int, default=56, help="ResNet v2 depth, 9n+2 (default: 56, the book's)")
     parser.add_argument("--batch-sizes", default="4,16", help="training batch sizes, comma-separated (default: 4,16)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first (default: 3)")

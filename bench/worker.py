@@ -18,36 +18,37 @@ Jobs (`kind`):
   way or the book's way (for `--rss-vs-dataset`).
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
 import time
 
-import keras
-import numpy as np
-import skimage
-import skimage.io
-import tensorflow as tf
-import tf_keras
+from segmentation.quiet import quiet_start
 
-from bench import book_keras2
-from bench.flops import conv_flops_per_image, measure_matmul
-from data_generator import DataGenerator
-from model import build_model
-from segmentation.evaluation import evaluate_dataset
-from segmentation.labels import load_labels, read_labels_whole
-from segmentation.precision import AUTO, default_precision
-from segmentation.remat import AUTO as REMAT_AUTO
-from segmentation.remat import recompute_in_backward, remat_level
+# Before TensorFlow loads: its start-up lines would otherwise end the stderr that bench.py reports from.
+with quiet_start(sys.argv[1:]):
+    import keras
+    import numpy as np
+    import skimage
+    import skimage.io
+    import tensorflow as tf
+    import tf_keras
+
+    from bench import book_keras2
+    from bench.flops import conv_flops_per_image, measure_matmul
+    from data_generator import DataGenerator
+    from model import build_model
+    from segmentation.evaluation import evaluate_dataset
+    from segmentation.labels import load_labels, read_labels_whole
+    from segmentation.paths import TEST_LABELS, TRAIN_LABELS
+    from segmentation.precision import AUTO, default_precision
+    from segmentation.remat import AUTO as REMAT_AUTO
+    from segmentation.remat import recompute_in_backward, remat_level
 
 EXIT_OUT_OF_MEMORY = 3
-TRAIN_LABELS, TEST_LABELS = "segmentation_train.npy", "segmentation_test.npy"
 JIT_CHOICES = {"auto": "auto", "on": True, "off": False}
 BYTES_PER_GB = 1e9
 

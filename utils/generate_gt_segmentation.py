@@ -8,7 +8,9 @@
 
 import sys
 
-from segmentation.ground_truth import main
+from segmentation.quiet import quiet_start
 
 if __name__ == "__main__":
+    with quiet_start(sys.argv[1:]):
+        from segmentation.ground_truth import main
     sys.exit(main())

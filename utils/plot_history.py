@@ -7,7 +7,9 @@
 
 import sys
 
-from segmentation.history_plot import main
+from segmentation.quiet import quiet_start
 
 if __name__ == "__main__":
+    with quiet_start(sys.argv[1:]):
+        from segmentation.history_plot import main
     sys.exit(main())
