@@ -17,7 +17,7 @@ from segmentation.augment import Augmentation
 from segmentation.classes import IGNORE_LABEL
 from segmentation.errors import DatasetError
 from segmentation.fitting import random_crop, resize_image
-from segmentation.images import decode_image, read_image
+from segmentation.images import decode_image, image_to_float, read_image
 from segmentation.labels import LabelSet
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class DataGenerator(keras.utils.PyDataset):
         image = decode_image(path)
         if self.fit_size == "resize":
             return resize_image(image, self.height, self.width)
-        return image.astype(np.float32) / 255.0
+        return image_to_float(image)
 
     def __len__(self) -> int:
         """Number of batches per epoch."""

@@ -11,10 +11,13 @@ The script only hands its arguments to `segmentation.cli`, which can be imported
 
 import sys
 
+from segmentation.kernels import prefer_onednn
 from segmentation.quiet import quiet_start
 
 if __name__ == "__main__":
-    # Before anything imports TensorFlow: its start-up lines stay out unless asked for (`--verbose 2`).
+    # Before anything imports TensorFlow: its oneDNN CPU kernels, and its start-up lines left out unless
+    # asked for (`--verbose 2`).
+    prefer_onednn()
     with quiet_start(sys.argv[1:]):
         from segmentation import cli
     sys.exit(cli.main(sys.argv[1:]))

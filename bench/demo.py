@@ -37,13 +37,12 @@ def demo_recipe() -> list[str]:
 
 
 def run(command: list[str]) -> str:
-    """Runs a command from the repository root with TensorFlow quiet; returns its stdout.
+    """Runs a command from the repository root; returns its stdout.
 
     Raises:
         SystemExit: with the command's error output, if it fails.
     """
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, env=environment)
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"{' '.join(command[:3])} ... failed ({result.returncode}): {result.stderr[-2000:]}")
     return result.stdout

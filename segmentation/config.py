@@ -13,6 +13,7 @@ from resnet import check_input_shape
 from segmentation import backend
 from segmentation.classes import split_class_names
 from segmentation.errors import UsageError
+from segmentation.paths import TEST_LABELS, TRAIN_LABELS
 from segmentation.precision import AUTO as PRECISION_AUTO
 from segmentation.remat import AUTO as REMAT_AUTO
 from segmentation.schedules import BASE_LEARNING_RATE
@@ -37,8 +38,8 @@ class RunConfig:
     head_filters: int = HEAD_FILTERS
     # The data.
     data_path: str = "dataset/drinks"
-    train_labels: str = "segmentation_train.npy"
-    test_labels: str = "segmentation_test.npy"
+    train_labels: str = TRAIN_LABELS
+    test_labels: str = TEST_LABELS
     dataset: str = "drinks"
     # Training.
     batch_size: int = 4

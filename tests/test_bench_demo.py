@@ -38,9 +38,10 @@ def test_time_to_accuracy_reads_mious_and_finds_the_first_to_reach_the_target():
              "Epoch 4: mIoU 0.5370 (best 0.7018), pixel accuracy 91.65%", "Epoch 4/9"]
     assert [EPOCH_MIOU.match(line).group(2) if EPOCH_MIOU.match(line) else None for line in lines] == \
         ["0.7018", "0.5370", None]
-    summary = summarize([(60.0, 0.5), (120.0, 0.71), (180.0, 0.69)], target=0.70)
-    assert summary["best_miou"] == 0.71 and summary["minutes_to_target"] == 2.0 and summary["epochs"] == 3
-    assert summarize([(60.0, 0.5)], target=0.70)["minutes_to_target"] is None
+    summary = summarize([(60.0, 0.5), (120.0, 0.71), (180.0, 0.69), (240.0, 0.82)], targets=[0.70, 0.80])
+    assert summary["best_miou"] == 0.82 and summary["epochs"] == 4
+    assert summary["minutes_to_target"] == {"0.70": 2.0, "0.80": 4.0}
+    assert summarize([(60.0, 0.5)], targets=[0.70])["minutes_to_target"] == {"0.70": None}
 
 
 def run_module(module, tmp_path, *flags):
@@ -53,11 +54,13 @@ def run_module(module, tmp_path, *flags):
 
 @pytest.mark.slow
 def test_step_overhead_quick_run(tmp_path):
-    table, record = run_module("bench.step_overhead", tmp_path)
-    assert record["cli_step_seconds"] > 0 and record["bare_step_seconds"] > 0
-    assert record["ratio"] == pytest.approx(record["cli_step_seconds"] / record["bare_step_seconds"])
-    assert len(record["cli_epoch_step_seconds"]) == 3 and record["depth"] == 11
-    assert "| ratio |" in table
+    table, results = run_module("bench.step_overhead", tmp_path, "--heads", "16,8", "--precisions", "float32")
+    assert [record["head_filters"] for record in results["runs"]] == [16, 8]
+    for record in results["runs"]:
+        assert record["cli_step_seconds"] > 0 and record["bare_step_seconds"] > 0
+        assert record["ratio"] == pytest.approx(record["cli_step_seconds"] / record["bare_step_seconds"])
+        assert len(record["cli_epoch_step_seconds"]) == 3 and record["depth"] == 11
+    assert "| 8-filter head, float32 |" in table
 
 
 @pytest.mark.slow
