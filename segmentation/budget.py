@@ -28,9 +28,9 @@ logger = logging.getLogger(__name__)
 
 # Steps timed after the first one before the first plan.
 CALIBRATION_STEPS = 4
-# The pace is the median of this many latest steps (no evaluation inside): one or two slow steps move no
-# plan, and a slowdown shows within three steps.
-PACE_WINDOW = 5
+# The pace is the median of this many latest steps (no evaluation inside): a few slow steps move no plan,
+# and a lasting slowdown shows within ten steps.
+PACE_WINDOW = 16
 # Evaluating a batch costs about this share of a training step (a forward pass of three).
 EVALUATION_SHARE = 0.4
 # Kept back for the report after training, besides its evaluation of the best weights: the figure.

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shlex
 import time
 
 import keras
@@ -46,9 +47,8 @@ def test_plan_epochs_count_a_short_last_epoch():
 class FakeClock(keras.callbacks.Callback):
     """A clock that training moves: each step takes `step` seconds, each evaluation `evaluation`.
 
-    From epoch `change_from_epoch` (0-based) on, every step takes `factor` times as long as in the
-    epoch before. Put it first in the callback list, so its epoch-end evaluation time is counted
-    before the budget's.
+    From epoch `change_from_epoch` (0-based) on, every step takes `factor` times as long. Put it first in
+    the callback list, so its epoch-end evaluation time is counted before the budget's.
     """
 
     def __init__(self, step=1.0, evaluation=5.0, change_from_epoch=None, factor=1.0):
@@ -60,7 +60,7 @@ class FakeClock(keras.callbacks.Callback):
         return self.now
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.change_from_epoch is not None and epoch >= self.change_from_epoch:
+        if epoch == self.change_from_epoch:
             self.step *= self.factor
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -96,11 +96,11 @@ def test_a_steady_run_spends_its_budget_and_ends_on_a_short_epoch():
 
 
 def test_a_run_the_machine_slows_down_is_cut_and_its_schedule_shortened():
-    # Planned at 1 s a step; from the third epoch on every step takes twice as long as in the epoch before.
+    # Planned at 1 s a step; from the third epoch on every step takes twice as long.
     steps, planned, now = fit_with_budget(120.0, FakeClock(step=1.0, evaluation=5.0, change_from_epoch=2,
                                                            factor=2.0))
     assert planned[1].total_steps == 70
-    assert steps == 40
+    assert steps == 50
     assert now <= 120.0 - REPORT_SECONDS - 5.0
 
 
@@ -108,11 +108,11 @@ def test_a_run_that_speeds_up_trains_longer_and_uses_its_time():
     # Planned at 2 s a step; from the second epoch on every step takes 1 s.
     steps, planned, now = fit_with_budget(120.0, FakeClock(step=2.0, evaluation=5.0, change_from_epoch=1,
                                                            factor=0.5))
-    # After the first epoch (25 s) 85 s hold 3 epochs of 25 s; at 1 s a step, 13 epochs in all fit.
+    # After the first epoch (25 s) 85 s hold 3 epochs of 25 s; at 1 s a step, 6 epochs and 4 steps fit.
     assert planned[1].total_steps == 40
-    assert steps == 130
-    # What is left unused is less than another epoch would take with the planning margin (15.75 s).
-    assert 120.0 - REPORT_SECONDS - 5.0 - 15.75 <= now <= 120.0 - REPORT_SECONDS - 5.0
+    assert steps == 64
+    # What is left unused is less than a step and an evaluation with the planning margin.
+    assert 120.0 - REPORT_SECONDS - 5.0 - (1.0 + 5.0) * 1.05 <= now <= 120.0 - REPORT_SECONDS - 5.0
 
 
 def test_a_tiny_budget_cuts_the_only_epoch():
@@ -145,6 +145,43 @@ def test_run_finishes_inside_its_budget_with_the_schedule_ending_at_its_last_ste
     assert state.epochs == state.epochs_done == len(rows)
     status, _, err = run_cli([*argv, "--resume"])
     assert status == 2 and f"has finished all {len(rows)} epoch(s) its --time-budget planned" in err
+
+
+def test_an_interrupted_budgeted_run_resumed_with_the_printed_command_trains_its_plan(
+        book_dataset, tmp_path, run_cli, monkeypatch):
+    data_path, _ = book_dataset
+    save_dir = str(tmp_path / "weights")
+    argv = ["--train", *TINY, "--data-path", data_path, "--save-dir", save_dir, "--seed", "0", "--epochs", "3",
+            "--lr-schedule", "cosine", "--learning-rate", "3e-3", "--time-budget", "3"]
+
+    class CtrlCInSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    fit = keras.Model.fit
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "fit", lambda self, *args, callbacks=(), **kwargs: fit(
+            self, *args, callbacks=[*callbacks, CtrlCInSecondEpoch()], **kwargs))
+        status, _, err = run_cli(argv)
+    assert status == 130
+    state_path = os.path.join(save_dir, "ResNet11v2-1layer-drinks-last.state.npz")
+    planned = read_training_state(state_path)
+    # 3 minutes hold the 3 epochs --epochs allows (12 steps): the plan is stored with the state.
+    assert planned.epochs_done == 1 and planned.epochs == 3 and planned.total_steps == 12
+
+    printed = shlex.split(err.split("resume with: ", 1)[1].splitlines()[0])
+    assert printed[:2] == ["python3", "fcn-12.3.1.py"] and "--time-budget" in printed
+    status, out, err = run_cli(printed[2:])
+    assert status == 0, err
+    assert f"after epoch 1 of {planned.epochs}" in out
+    finished = read_training_state(state_path)
+    # Exactly the plan: its epochs, its steps (the rate reaches 0 only on the planned last step), no more.
+    assert finished.epochs_done == finished.epochs == planned.epochs
+    assert finished.total_steps == planned.total_steps
+    with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == planned.epochs and float(rows[-1]["learning_rate"]) == 0.0
 
 
 @pytest.mark.parametrize("extra, message", [
