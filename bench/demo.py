@@ -31,6 +31,25 @@ def makefile_flags(*names: str) -> list[str]:
     return flags
 
 
+def flag_value(flags: list[str], name: str, default: str) -> str:
+    """The value the last `name` in `flags` gives, as argparse reads it."""
+    positions = [index for index, flag in enumerate(flags) if flag == name]
+    return flags[positions[-1] + 1] if positions else default
+
+
+def without_flag(flags: list[str], name: str) -> list[str]:
+    """`flags` less every `name VALUE` pair."""
+    kept, skip = [], False
+    for flag in flags:
+        if skip:
+            skip = False
+        elif flag == name:
+            skip = True
+        else:
+            kept.append(flag)
+    return kept
+
+
 def demo_recipe() -> list[str]:
     """`make demo`'s network and training recipe: `DEMO_NETWORK` and `DEMO_RECIPE`."""
     return makefile_flags("DEMO_NETWORK", "DEMO_RECIPE")

@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 
-from bench.demo import REPO_ROOT, demo_recipe, make_data, print_and_save, run
+from bench.demo import REPO_ROOT, demo_recipe, flag_value, make_data, print_and_save, run
 from model import HEAD_FILTERS
 from segmentation.precision import cpu_bf16_flags
 
@@ -65,12 +65,6 @@ for _ in range(steps):
     times.append(time.perf_counter() - start)
 print(sorted(times)[len(times) // 2])
 """
-
-
-def flag_value(flags: list[str], name: str, default: str) -> str:
-    """The value the last `name` in `flags` gives, as argparse reads it."""
-    positions = [index for index, flag in enumerate(flags) if flag == name]
-    return flags[positions[-1] + 1] if positions else default
 
 
 def epoch_step_seconds(output: str) -> list[tuple[float, float]]:

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from bench.demo import demo_recipe, makefile_flags
-from bench.step_overhead import epoch_step_seconds, flag_value
+from bench.demo import demo_recipe, flag_value, makefile_flags, without_flag
+from bench.step_overhead import epoch_step_seconds
 from bench.time_to_accuracy import EPOCH_MIOU, summarize
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +31,8 @@ def test_progress_bar_parser_reads_each_epochs_last_line():
     assert epoch_step_seconds(output) == [(45.0, 0.601), (40.0, 0.533), (12.0, 1.0)]
     assert flag_value(["--depth", "20", "--loss", "ce", "--depth", "11"], "--depth", "56") == "11"
     assert flag_value([], "--depth", "56") == "56"
+    assert without_flag(["--depth", "20", "--head-filters", "64", "--loss", "ce"], "--head-filters") == \
+        ["--depth", "20", "--loss", "ce"]
 
 
 def test_time_to_accuracy_reads_mious_and_finds_the_first_to_reach_the_target():
@@ -71,3 +73,15 @@ def test_time_to_accuracy_quick_run(tmp_path):
         # The stamps also count the start-up before the budget.
         assert results[name]["curve"][-1]["minutes"] <= 0.25 + 0.2
     assert "--lr-schedule cosine" in results["demo"]["flags"] and "| book (" in table
+
+
+@pytest.mark.slow
+def test_head_width_quick_run(tmp_path):
+    table, results = run_module("bench.head_width", tmp_path, "--minutes", "0.3")
+    assert [record["head_filters"] for record in results["runs"]] == [8, 16]
+    for record in results["runs"]:
+        assert record["epochs"] >= 1 and 0 <= record["best_test_miou"] <= 1
+        assert record["gflops_per_image"] > 0 and "background" in record["class_iou"]
+    # The head's convolutions grow with its width.
+    assert results["runs"][0]["gflops_per_image"] < results["runs"][1]["gflops_per_image"]
+    assert "| 16-filter head |" in table
