@@ -152,6 +152,7 @@ class TimeBudget(keras.callbacks.Callback):
         self._epoch_started = 0.0
         self._last_step_end = 0.0
         self._evaluation_seconds = 0.0
+        self._boundary_seconds = 0.0
         self._evaluation_timed = False
 
     def _seconds_left(self) -> float:
@@ -189,6 +190,10 @@ class TimeBudget(keras.callbacks.Callback):
         # The run's first step builds the compiled step, and an epoch's first follows an evaluation.
         if batch > 0:
             self._step_times.append(now - self._last_step_end)
+        elif self._evaluation_timed:
+            # Between epochs: the evaluation, and what follows it (the state saved, the next epoch started).
+            self._boundary_seconds = max(0.0, now - self._last_step_end - self._step_seconds())
+            self._evaluation_seconds = max(self._evaluation_seconds, self._boundary_seconds)
         self._last_step_end = now
         self._steps_done += 1
         if self.plan is None:
@@ -216,8 +221,9 @@ class TimeBudget(keras.callbacks.Callback):
         self._epoch_started = self.clock()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        # The evaluation just run, timed, replaces the estimate.
-        self._evaluation_seconds = self.clock() - self._last_step_end
+        # The evaluation just run, timed, replaces the estimate; the time the last epoch boundary took in
+        # all, if longer, stands for the rest of this one.
+        self._evaluation_seconds = max(self.clock() - self._last_step_end, self._boundary_seconds)
         if not self._evaluation_timed:
             self._evaluation_timed = True
             self._set_plan(self._fitting_steps(), logging.INFO)
