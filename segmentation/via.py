@@ -30,8 +30,6 @@ from collections.abc import Sequence
 import numpy as np
 from skimage import draw
 
-from segmentation.errors import DatasetError
-
 logger = logging.getLogger(__name__)
 
 SHAPE_NAMES = ("polygon", "polyline", "rect", "circle", "ellipse", "point")
@@ -43,7 +41,7 @@ MAX_COORDINATE = 1e7
 ELLIPSE_POLYGON_VERTICES = 90
 
 
-class ViaError(DatasetError, ValueError):
+class ViaError(ValueError):
     """A VIA project file that cannot be used; the message is one line naming file and entry."""
 
     def __init__(self, message: str):
