@@ -261,7 +261,9 @@ def test_tiled_prediction_equals_whole_image_prediction_where_they_coincide(tiny
     two_tiles = rng.random((HEIGHT, 2 * WIDTH, 3), dtype=np.float32)
     alone = tiny_fcn.predict_on_batch(np.stack([two_tiles[:, :WIDTH], two_tiles[:, WIDTH:]]))
     stitched = predict_tiled(tiny_fcn.predict_on_batch, two_tiles, HEIGHT, WIDTH, 1)
-    np.testing.assert_allclose(stitched, np.concatenate(list(alone), axis=1), atol=1e-6)
+    # A batch of two and two batches of one round float32 differently on some CPUs' kernels (1.8e-6 seen on an
+    # AMD EPYC with AVX2): the same probabilities, within float32's rounding of the sums.
+    np.testing.assert_allclose(stitched, np.concatenate(list(alone), axis=1), atol=1e-5)
     # Overlapping tiles are averaged, and an image smaller than a tile comes back at its own size.
     overlap = rng.random((HEIGHT, WIDTH + 32, 3), dtype=np.float32)
     left, right = tiny_fcn.predict_on_batch(np.stack([overlap[:, :WIDTH], overlap[:, 32:]]))
