@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from bench.demo import REPO_ROOT, demo_recipe, run
+from bench.demo import REPO_ROOT, demo_recipe, flag_value, run, without_flag
 from segmentation.paths import TRAIN_LABELS
 
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "bench", "accuracy.json")
@@ -39,12 +39,18 @@ def train_once(settings: argparse.Namespace, policy: str, seed: int, work_dir: s
     save_dir = os.path.join(work_dir, f"{policy}-{seed}")
     start = time.perf_counter()
     run([sys.executable, "fcn-12.3.1.py", "--train", "--dataset", "synthetic", "--data-path", settings.data_path,
-         "--height", str(settings.height), "--width", str(settings.width), *demo_recipe(),
+         "--height", str(settings.height), "--width", str(settings.width), *recipe(settings.depth),
          "--epochs", str(settings.epochs), "--seed", str(seed), "--precision", policy, "--save-dir", save_dir])
     seconds = time.perf_counter() - start
     with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
         miou = [float(row["test_miou"]) for row in csv.DictReader(file)]
     return {"policy": policy, "seed": seed, "test_miou": miou, "best_miou": max(miou), "seconds": seconds}
+
+
+def recipe(depth: int | None) -> list[str]:
+    """The demo's network and recipe; with `depth`, the backbone of that depth in place of the demo's."""
+    flags = demo_recipe()
+    return flags if depth is None else [*without_flag(flags, "--depth"), "--depth", str(depth)]
 
 
 def summarize(runs: list[dict], policies: list[str]) -> dict:
@@ -90,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a data set in the book's format (default: %(default)s, `make demo`'s)")
     parser.add_argument("--height", type=int, default=96, help="image height (default: %(default)s)")
     parser.add_argument("--width", type=int, default=128, help="image width (default: %(default)s)")
+    parser.add_argument("--depth", type=int, default=None,
+                        help=f"ResNet depth (default: the demo's, {flag_value(demo_recipe(), '--depth', '110')})")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of each run (default: %(default)s)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: %(default)s)")
     parser.add_argument("--policies", default="float32,mixed_bfloat16",
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
               "set first (`make demo` does) or give --data-path.", file=sys.stderr)
         return 2
     runs = []
-    results = {"backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "recipe": " ".join(demo_recipe()),
+    results = {"backend": os.environ.get("KERAS_BACKEND", "tensorflow"), "recipe": " ".join(recipe(settings.depth)),
                "settings": vars(settings), "runs": runs}
     with tempfile.TemporaryDirectory() as work_dir:
         for seed in seeds:

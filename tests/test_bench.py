@@ -93,7 +93,7 @@ def test_accuracy_script_trains_each_seed_in_each_policy(book_dataset, tmp_path,
     data_path, _ = book_dataset
     output = tmp_path / "accuracy.json"
     status = accuracy.main(["--data-path", data_path, "--height", "64", "--width", "64", "--depth", "11",
-                            "--epochs", "2", "--seeds", "0,1", "--workers", "1", "--output", str(output)])
+                            "--epochs", "2", "--seeds", "0,1", "--output", str(output)])
     assert status == 0
     results = json.loads(output.read_text())
     assert [(run["seed"], run["policy"]) for run in results["runs"]] == [
