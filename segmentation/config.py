@@ -21,7 +21,7 @@ from segmentation.schedules import BASE_LEARNING_RATE
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Every flag of one run, as parsed; `cli.build_parser` says what each one is."""
+    """Every flag of one run, as parsed; `parser.build_parser` says what each one is."""
 
     # What to do.
     train: bool = False

@@ -21,7 +21,6 @@ import argparse
 import logging
 import os
 import shutil
-import sys
 import tempfile
 
 import keras
@@ -31,7 +30,7 @@ from skimage import io, transform
 
 from segmentation import via
 from segmentation.classes import DRINKS_VIA_NAMES, IGNORE_LABEL, colorize
-from segmentation.errors import EXIT_BAD_INPUT
+from segmentation.errors import ProgramError, report_error
 from segmentation.masks import write_class_names, write_mask_png
 from segmentation.paths import (
     LABELS_SUFFIX,
@@ -379,7 +378,7 @@ def format_summary(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the converter; returns the exit status (2 on bad input)."""
+    """Runs the converter; returns the exit status (2 on bad input, with its one line `error: <message>`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s")
     if args.classes:
@@ -406,14 +405,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.save_format == "png":
             check_mask_folder(project, mask_folder_path(args.save_filename), num_classes)
         masks = convert(project, args.data_path, num_classes, args.resize, resized_path, show_dir, written)
-    except via.ViaError as error:
+    except ProgramError as error:
         for path in reversed(written):
             if os.path.isfile(path):
                 os.remove(path)
             elif os.path.isdir(path) and not os.listdir(path):
                 os.rmdir(path)
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return report_error(error, None)
     stored_names = class_names if args.classes else None
     if args.save_format == "png":
         save_filename = save_mask_folder(masks, mask_folder_path(args.save_filename), stored_names)

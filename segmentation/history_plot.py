@@ -11,12 +11,11 @@ saved it) in its `--save-dir`. This tool prints the best value and saves
 
 import argparse
 import os
-import sys
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from segmentation.errors import EXIT_BAD_INPUT
+from segmentation.errors import ProgramError, UsageError, report_error
 
 
 def load_history(path: str) -> np.ndarray:
@@ -29,16 +28,16 @@ def load_history(path: str) -> np.ndarray:
         float64 array of one value per epoch.
 
     Raises:
-        ValueError: if the file is missing, unreadable, empty or not 1-D numbers.
+        UsageError: if the file is missing, unreadable, empty or not 1-D numbers.
     """
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file. Train first; histories are saved in --save-dir.")
+        raise UsageError(f"{path}: no such file. Train first; histories are saved in --save-dir.")
     try:
         history = np.load(path, allow_pickle=False)
     except Exception as error:  # np.load raises many types for a bad file
-        raise ValueError(f"{path}: not a .npy array ({type(error).__name__}).") from None
+        raise UsageError(f"{path}: not a .npy array ({type(error).__name__}).") from None
     if history.ndim != 1 or history.size == 0 or not np.issubdtype(history.dtype, np.number):
-        raise ValueError(f"{path}: expected a non-empty 1-D array of per-epoch values, got {history.shape}.")
+        raise UsageError(f"{path}: expected a non-empty 1-D array of per-epoch values, got {history.shape}.")
     return history.astype(np.float64)
 
 
@@ -75,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         history = load_history(args.history)
-    except ValueError as error:
-        print(f"plot_history.py: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except ProgramError as error:
+        return report_error(error, parser.prog)
     best_epoch = int(np.argmax(history)) + 1
     print(f"Max: {history.max():.4f} at epoch {best_epoch} of {len(history)}")
     output = args.history + ".png"

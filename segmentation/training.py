@@ -6,6 +6,7 @@ a saved state or must refuse (`plan_training`), and after the fit draws
 `report.png` of its best weights (`report_training`).
 """
 
+import dataclasses
 import logging
 import math
 import os
@@ -45,6 +46,35 @@ logger = logging.getLogger(__name__)
 
 # `--jit-compile` values and what `Model.compile(jit_compile=...)` is given for each.
 JIT_CHOICES = {"auto": "auto", "on": True, "off": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """How `train` fits, read once from the run's configuration.
+
+    Attributes:
+        loss: keras loss. The book's categorical cross-entropy, or `--loss`/`--class-weights`'s.
+        learning_rate: float. `--learning-rate`.
+        lr_schedule: str. `--lr-schedule`.
+        jit_compile: str. `--jit-compile`, a key of `JIT_CHOICES`.
+        resume: bool. `--resume`: load the state's weights and optimizer first.
+        verbose: int. `--verbose`; 0 hides the progress bar.
+        split: str. `"test"` (the book's) or `"val"`: what the selection data holds, naming the
+            logs. Defaults to `"test"`.
+        tensorboard_dir: str or None. `--tensorboard`: also log every epoch there. Defaults to None.
+        deadline: float or None. `--time-budget` as a `time.monotonic()` value: train the epochs
+            that fit before it, and record them in the state's `epochs`. Defaults to None.
+    """
+
+    loss: keras.losses.Loss | str
+    learning_rate: float
+    lr_schedule: str
+    jit_compile: str
+    resume: bool
+    verbose: int
+    split: str = "test"
+    tensorboard_dir: str | None = None
+    deadline: float | None = None
 
 
 def plan_training(
@@ -147,25 +177,26 @@ def score_existing_best(fcn: keras.Model, weights_path: str, test_data: DataGene
     return miou
 
 
-def compile_for_training(
-    fcn: keras.Model, learning_rate: float, lr_schedule: str, jit_compile: str, loss: keras.losses.Loss | str,
-    total_steps: int,
-) -> tuple[WarmupCosine | None, keras.callbacks.Callback]:
+def compile_for_training(fcn: keras.Model, options: FitOptions,
+                         total_steps: int) -> tuple[WarmupCosine | None, keras.callbacks.Callback]:
     """Compiles Adam with the `--lr-schedule`; returns the per-step schedule (or None) and its callback.
 
     An epoch schedule (`text`, `code`) is applied by `LearningRateScheduler` at each epoch's start; a
     step schedule (`cosine`) is Adam's own learning rate, sized to `total_steps`, and logged each epoch.
     """
+    learning_rate = options.learning_rate
     step_schedule = None
-    if lr_schedule in STEP_SCHEDULES:
+    if options.lr_schedule in STEP_SCHEDULES:
         step_schedule = WarmupCosine(learning_rate, total_steps=total_steps)
         schedule_callback = LearningRateLogger(step_schedule)
     else:
-        schedule_callback = keras.callbacks.LearningRateScheduler(get_lr_schedule(lr_schedule, learning_rate))
+        schedule_callback = keras.callbacks.LearningRateScheduler(
+            get_lr_schedule(options.lr_schedule, learning_rate)
+        )
     fcn.compile(
         optimizer=keras.optimizers.Adam(learning_rate=step_schedule or learning_rate),
-        loss=loss,
-        jit_compile=JIT_CHOICES[jit_compile],
+        loss=options.loss,
+        jit_compile=JIT_CHOICES[options.jit_compile],
     )
     prepare_for_fit(fcn)
     return step_schedule, schedule_callback
@@ -177,40 +208,23 @@ def train(
     selection_data: DataGenerator,
     state: TrainingState,
     files: RunFiles,
-    *,
-    split: str = "test",
-    learning_rate: float,
-    lr_schedule: str,
-    jit_compile: str,
-    loss: keras.losses.Loss | str,
-    resume: bool,
-    verbose: int,
-    tensorboard_dir: str | None = None,
-    deadline: float | None = None,
+    options: FitOptions,
 ) -> keras.callbacks.History:
     """Trains with Adam, evaluating every epoch (Listing 12.3.3).
 
-    After every epoch the full state goes to `files.state`; with `resume` the
-    run continues from it: weights, optimizer, epoch count, histories and the
+    After every epoch the full state goes to `files.state`; with `options.resume`
+    the run continues from it: weights, optimizer, epoch count, histories and the
     shuffling order (`train_data` is replayed to the saved epoch here).
 
     Args:
         fcn: keras.Model. The network.
         train_data: DataGenerator. The training batches, shuffled with `state.shuffle_seed`.
         selection_data: DataGenerator. Scored after every epoch to select the best weights: the
-            test set (the book's) or validation images.
+            test set (the book's) or validation images, as `options.split` says.
         state: TrainingState. Where the run starts (`plan_training`).
         files: RunFiles. Where the best weights, the state and the histories go.
-        split: str. `"test"` or `"val"`: what `selection_data` holds, naming the logs.
-        learning_rate: float. `--learning-rate`.
-        lr_schedule: str. `--lr-schedule`.
-        jit_compile: str. `--jit-compile`, a key of `JIT_CHOICES`.
-        loss: keras loss. The book's categorical cross-entropy, or `--loss`/`--class-weights`'s.
-        resume: bool. `--resume`: load the state's weights and optimizer first.
-        verbose: int. `--verbose`; 0 hides the progress bar.
-        tensorboard_dir: str or None. `--tensorboard`: also log every epoch there.
-        deadline: float or None. `--time-budget` as a `time.monotonic()` value: train the
-            epochs that fit before it, and record them in `state.epochs`.
+        options: FitOptions. The loss, the learning rate and its schedule, XLA, resuming, the
+            progress bar, TensorBoard and the `--time-budget` deadline.
 
     Raises:
         TrainingInterrupted: on Ctrl-C (the state of the last completed epoch is kept).
@@ -220,12 +234,11 @@ def train(
     for _ in range(state.epochs_done):
         train_data.on_epoch_end()
     total_steps = state.total_steps or state.epochs * len(train_data)
-    step_schedule, schedule_callback = compile_for_training(
-        fcn, learning_rate, lr_schedule, jit_compile, loss, total_steps=total_steps
-    )
+    step_schedule, schedule_callback = compile_for_training(fcn, options, total_steps)
+    split = options.split
     miou_history = state.history.get(f"{split}_miou", [])
     mpla_history = [100.0 * value for value in state.history.get(f"{split}_pixel_accuracy", [])]
-    if resume:
+    if options.resume:
         restore_training_state(fcn, files.state)
         # A kill between an epoch's history files and its state can leave an epoch too many there.
         write_history_csv(files.history_csv, state.history, state.epochs_done)
@@ -242,8 +255,8 @@ def train(
         state.epochs, state.total_steps = plan.epochs, plan.total_steps
 
     budget = []
-    if deadline is not None:
-        budget = [TimeBudget(deadline, len(train_data), len(selection_data), state.epochs, step_schedule,
+    if options.deadline is not None:
+        budget = [TimeBudget(options.deadline, len(train_data), len(selection_data), state.epochs, step_schedule,
                              on_plan=record_plan)]
     elif state.total_steps is not None:
         # A resumed budgeted run: the planned steps, its last epoch as short as planned.
@@ -259,14 +272,14 @@ def train(
         # After the budget, whose last plan at an epoch's end fixes the step schedule's end.
         schedule_callback,
         # After the callbacks that add the test metrics and the learning rate to the logs.
-        *([TensorBoardLogger(tensorboard_dir)] if tensorboard_dir else []),
+        *([TensorBoardLogger(options.tensorboard_dir)] if options.tensorboard_dir else []),
         # Last, so the logs hold the test metrics and the state says an epoch is done only
         # once its best weights are written.
         TrainingStateCallback(files.state, files.history_csv, state, lambda: accuracy.best_miou),
     ]
     try:
         return fcn.fit(train_data, epochs=state.epochs, initial_epoch=state.epochs_done,
-                       callbacks=callbacks, verbose=1 if verbose else 0)
+                       callbacks=callbacks, verbose=1 if options.verbose else 0)
     except KeyboardInterrupt as interrupt:
         raise TrainingInterrupted(state.epochs_done, files.state, isinstance(interrupt, Terminated)) from None
 

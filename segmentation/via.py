@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 from skimage import draw
 
+from segmentation.errors import DatasetError
+
 logger = logging.getLogger(__name__)
 
 SHAPE_NAMES = ("polygon", "polyline", "rect", "circle", "ellipse", "point")
@@ -41,7 +43,7 @@ MAX_COORDINATE = 1e7
 ELLIPSE_POLYGON_VERTICES = 90
 
 
-class ViaError(ValueError):
+class ViaError(DatasetError, ValueError):
     """A VIA project file that cannot be used; the message is one line naming file and entry."""
 
     def __init__(self, message: str):
