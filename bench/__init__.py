@@ -1,1 +1,1 @@
-"""Speed and memory benchmark of training and evaluation (issue #6): `python3 bench/bench.py --help`."""
+"""Benchmarks of speed, memory and accuracy: `python3 bench/bench.py --help`, `python3 -m bench.NAME --help`."""

@@ -29,7 +29,10 @@ import tempfile
 import time
 
 from bench.demo import REPO_ROOT, demo_recipe, flag_value, run, without_flag
-from segmentation.paths import TRAIN_LABELS
+from segmentation.quiet import quiet_start
+
+with quiet_start(sys.argv[1:]):
+    from segmentation.paths import TRAIN_LABELS
 
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "bench", "accuracy.json")
 

@@ -1,4 +1,4 @@
-"""Training and evaluation speed and memory, ours against the book's way (issue #6).
+"""Training and evaluation speed and memory, ours against the book's way.
 
     python3 bench/bench.py                     # 640x480 and 128x96, about 10 minutes on a 2-core CPU
     python3 bench/bench.py --quick             # a smoke run in seconds (64x64, depth 11)
@@ -49,14 +49,17 @@ import time
 
 import numpy as np
 
+from segmentation.quiet import quiet_start
+
+# The package's names load TensorFlow (the measurements themselves run in `bench.worker` processes).
+with quiet_start(sys.argv[1:]):
+    from segmentation.labels import read_labels_whole
+    from segmentation.paths import TEST_LABELS, TEST_VIA_JSON, TRAIN_LABELS, TRAIN_VIA_JSON
+    from segmentation.remat import LEVELS as REMAT_LEVELS
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "bench", "results.json")
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "dataset", "bench")
-# segmentation.paths.TRAIN_VIA_JSON, TEST_VIA_JSON, TRAIN_LABELS and TEST_LABELS, not imported: it would load
-# TensorFlow here (tests/test_bench.py checks that they agree).
-TRAIN_JSON, TEST_JSON = "segmentation_train.json", "segmentation_test.json"
-TRAIN_LABELS, TEST_LABELS = "segmentation_train.npy", "segmentation_test.npy"
-EXIT_OUT_OF_MEMORY = 3  # bench.worker's status for MemoryError / ResourceExhaustedError
 BOOK_FALLBACK_BATCH_SIZE = 2
 # Our training options measured besides the default (--precision auto, XLA as Keras chooses: off on a CPU).
 VARIANTS = {
@@ -65,7 +68,6 @@ VARIANTS = {
     "jit_on": {"precision": "float32", "jit_compile": "on"},
 }
 # Another --remat level is measured apart (at --remat-sizes) because it is about memory at large sizes.
-REMAT_LEVELS = ("off", "stage0", "all")  # remat.LEVELS, not imported: it would load TensorFlow here
 PEAK_KEYS = {"float32": "matmul_peak_gflops_fp32", "mixed_bfloat16": "matmul_peak_gflops_bf16"}
 # Settings of the full run and of --quick (each can be overridden by its flag).
 FULL = {
@@ -128,9 +130,11 @@ def run_worker(job: dict, timeout: float) -> dict:
             raise MeasurementFailed(f"timed out after {timeout:g} s") from None
         if process.returncode == -signal.SIGKILL:
             raise MeasurementFailed("killed (SIGKILL: out of memory?)", out_of_memory=True)
-        if process.returncode == EXIT_OUT_OF_MEMORY:
+        if process.returncode != 0 and os.path.isfile(result_path):
+            # The worker's own report of a failure it caught (out of memory).
             with open(result_path, encoding="utf-8") as file:
-                raise MeasurementFailed(json.load(file)["error"], out_of_memory=True)
+                failure = json.load(file)
+            raise MeasurementFailed(failure["error"], out_of_memory=failure.get("out_of_memory", False))
         if process.returncode != 0:
             last_line = (process.stderr.strip().splitlines() or ["no output"])[-1]
             raise MeasurementFailed(f"failed (exit status {process.returncode}): {last_line}")
@@ -165,7 +169,7 @@ def make_dataset(folder: str, width: int, height: int, num_train: int, num_test:
         "utils/generate_synthetic_drinks.py", "--output", path, "--seed", "0", "--num-train", str(num_train),
         "--num-test", str(num_test), "--height", str(height), "--width", str(width),
     ])
-    for json_name, labels in ((TRAIN_JSON, TRAIN_LABELS), (TEST_JSON, TEST_LABELS)):
+    for json_name, labels in ((TRAIN_VIA_JSON, TRAIN_LABELS), (TEST_VIA_JSON, TEST_LABELS)):
         run_tool(["utils/generate_gt_segmentation.py", "-j", json_name, "-p", path,
                   "--save-filename", os.path.join(path, labels)])
     return path
@@ -185,9 +189,6 @@ def enlarge_dataset(source: str, target: str, count: int) -> None:
     """
     shutil.rmtree(target, ignore_errors=True)
     os.makedirs(target)
-    # Imported here, so that --help runs without the project's modules.
-    from segmentation.labels import read_labels_whole
-
     masks = read_labels_whole(os.path.join(source, TRAIN_LABELS))
     keys = list(masks)
     enlarged = {}

@@ -27,8 +27,11 @@ import sys
 import tempfile
 
 from bench.demo import REPO_ROOT, demo_recipe, flag_value, make_data, print_and_save, run
-from model import HEAD_FILTERS
-from segmentation.precision import cpu_bf16_flags
+from segmentation.quiet import quiet_start
+
+with quiet_start(sys.argv[1:]):
+    from model import HEAD_FILTERS
+    from segmentation.precision import cpu_bf16_flags
 
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "bench", "step_overhead.json")
 FULL = {"height": 96, "width": 128, "network": [], "num_train": 300, "num_test": 50, "epochs": 4, "bare_steps": 30}

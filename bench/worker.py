@@ -6,7 +6,7 @@ Run from the repository root, so the project's modules import by their plain
 names. Each measurement gets its own process so that its peak resident memory
 (the kernel's high-water mark) is its own. The result is a JSON object written
 to FILE; a measurement that runs out of memory writes `{"error": ...}` and
-exits with `EXIT_OUT_OF_MEMORY`.
+exits with `EXIT_OUT_OF_MEMORY` (its `"out_of_memory"` true).
 
 Jobs (`kind`):
 
@@ -47,9 +47,10 @@ with quiet_start(sys.argv[1:]):
     from segmentation.precision import AUTO, default_precision
     from segmentation.remat import AUTO as REMAT_AUTO
     from segmentation.remat import recompute_in_backward, remat_level
+    from segmentation.training import JIT_CHOICES
 
+# The exit status of a measurement that ran out of memory.
 EXIT_OUT_OF_MEMORY = 3
-JIT_CHOICES = {"auto": "auto", "on": True, "off": False}
 BYTES_PER_GB = 1e9
 
 
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = measure(**job)
     except (MemoryError, tf.errors.ResourceExhaustedError) as error:
-        result, status = {"error": f"out of memory ({type(error).__name__})"}, EXIT_OUT_OF_MEMORY
+        result = {"error": f"out of memory ({type(error).__name__})", "out_of_memory": True}
+        status = EXIT_OUT_OF_MEMORY
     with open(args.result, "w", encoding="utf-8") as file:
         json.dump(result, file)
     return status

@@ -157,7 +157,7 @@ def npy_bytes(dictionary):
 
 
 def hostile_dtype_flags(dictionary):
-    """Issue 23's file: a uint64 mask whose dtype's pickled flags say it holds Python objects."""
+    """A hostile file: a uint64 mask whose dtype's pickled flags say it holds Python objects."""
     data = npy_bytes({**dictionary, next(iter(dictionary)): np.full(1, 0x4141414141414141, "<u8")})
     return data.replace(PLAIN_DTYPE_STATE_END, PLAIN_DTYPE_STATE_END[:-3] + b"K?t", 1)
 

@@ -163,13 +163,13 @@ def test_one_mask_under_two_names_loads(tmp_path, protocol):
     assert_same_masks(read_labels_whole(path), {"a.png": mask, "b.png": mask})
 
 
-# A plain dtype's pickled state ends (..., elsize -1, alignment -1, flags 0); the issue's file sets the flags.
+# A plain dtype's pickled state ends (..., elsize -1, alignment -1, flags 0); a hostile file sets the flags.
 PLAIN_DTYPE_STATE_END = b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"
 
 
 @pytest.mark.parametrize("protocol", [3, 5])  # _reconstruct and its state; protocol 5's _frombuffer
 def test_a_dtype_whose_flags_hide_objects_is_refused_before_any_array_is_made(tmp_path, protocol):
-    """The file of issue 23: a uint64 dtype flagged as holding objects made NumPy follow a pointer from the file."""
+    """A hostile file: a uint64 dtype flagged as holding objects made NumPy follow a pointer from the file."""
     data = pickled({"a.png": np.full(1, 0x4141414141414141, "<u8")}, protocol)
     assert data.count(PLAIN_DTYPE_STATE_END) == 1
     path = write_npy_pickle(tmp_path / "hostile.npy", data.replace(PLAIN_DTYPE_STATE_END, PLAIN_DTYPE_STATE_END[:-3]
