@@ -19,7 +19,8 @@ import numpy as np
 
 from data_generator import DataGenerator
 from segmentation import backend
-from segmentation.checkpoints import TrainingState, save_best_model, save_training_state, write_atomically
+from segmentation.atomic import write_atomically
+from segmentation.checkpoints import TrainingState, save_best_model, save_training_state
 from segmentation.errors import NonFiniteLossError
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
 from segmentation.paths import MIOU_HISTORY, MPLA_HISTORY

@@ -14,7 +14,7 @@ import skimage.io
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from segmentation.checkpoints import write_atomically
+from segmentation.atomic import write_atomically
 from segmentation.classes import IGNORE_COLOR, IGNORE_LABEL, class_colors, class_names, colorize
 
 

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from segmentation import backend
-from segmentation.checkpoints import write_atomically
+from segmentation.atomic import write_atomically
 from segmentation.classes import colorize
 from segmentation.config import BOOK_EXPORT_FORMATS
 from segmentation.errors import DatasetError, InferenceError, SaveError, UsageError, describe_os_error

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from data_generator import DataGenerator
-from segmentation.checkpoints import write_atomically
+from segmentation.atomic import write_atomically
 from segmentation.classes import colorize
 from segmentation.evaluation import evaluate_dataset, predict_class_maps
 from segmentation.figures import legend_handles

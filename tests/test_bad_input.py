@@ -25,11 +25,12 @@ import skimage.io
 from conftest import HEIGHT, N_CLASSES, WIDTH
 
 from model import build_model
-from segmentation import cli, ground_truth
+from segmentation import cli
 from segmentation.checkpoints import TrainingState, save_training_state
 from segmentation.images import read_image
 from segmentation.labels import load_labels
 from segmentation.masks import write_mask_png
+from segmentation.tools import ground_truth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")

@@ -10,8 +10,8 @@ from conftest import HEIGHT, WIDTH
 
 from data_generator import DataGenerator
 from model import build_model
+from segmentation.atomic import write_atomically
 from segmentation.callbacks import AccuracyCallback
-from segmentation.checkpoints import write_atomically
 from segmentation.errors import SaveError
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
 from segmentation.labels import load_labels

@@ -6,9 +6,10 @@ import matplotlib.image
 import numpy as np
 from skimage import io
 
-from segmentation import classes, ground_truth, synthetic_check
+from segmentation import classes
 from segmentation.classes import colorize
 from segmentation.figures import save_input_and_mask
+from segmentation.tools import ground_truth, synthetic_check
 
 BOOK_COLOURS = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
 NUM_CLASSES = 12

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segmentation import ground_truth, via
+from segmentation.tools import ground_truth, via
 
 FAST_EXAMPLES = 200
 SLOW_EXAMPLES = 2000

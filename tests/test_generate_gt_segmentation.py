@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from skimage import io
 
-from segmentation import ground_truth
+from segmentation.tools import ground_truth
 
 HEIGHT, WIDTH = 64, 96
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "utils", "generate_gt_segmentation.py")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from skimage import io
 
-from segmentation import synthetic, synthetic_check, via
 from segmentation.paths import TEST_VIA_JSON, TRAIN_VIA_JSON
+from segmentation.tools import synthetic, synthetic_check, via
 
 HEIGHT, WIDTH = 64, 96
 

@@ -13,7 +13,6 @@ from test_generate_gt_segmentation import rect, write_image, write_project
 
 from data_generator import DataGenerator
 from model import build_model
-from segmentation import ground_truth
 from segmentation.classes import IGNORE_LABEL, class_colors
 from segmentation.evaluation import evaluate_dataset
 from segmentation.fitting import predict_tiled, random_crop, tile_starts
@@ -21,6 +20,7 @@ from segmentation.inference import plan_outputs, predict_directory
 from segmentation.losses import MaskedCrossentropy, WeightedCrossentropy, build_loss
 from segmentation.masks import load_split, read_class_names, read_mask_png, write_mask_png
 from segmentation.metrics import SegmentationScores
+from segmentation.tools import ground_truth
 
 NAMES = ("bottle", "can", "carton")
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from segmentation import history_plot
+from segmentation.tools import history_plot
 
 
 def test_plots_any_number_of_epochs_and_prints_the_max(tmp_path, capsys):

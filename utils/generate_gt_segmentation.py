@@ -3,7 +3,7 @@
     python3 utils/generate_gt_segmentation.py -j segmentation_train.json -p dataset/drinks \
         --save-filename segmentation_train.npy
 
-`--help` lists the options; the tool is `segmentation.ground_truth.main`.
+`--help` lists the options; the tool is `segmentation.tools.ground_truth.main`.
 """
 
 import sys
@@ -12,5 +12,5 @@ from segmentation.quiet import quiet_start
 
 if __name__ == "__main__":
     with quiet_start(sys.argv[1:]):
-        from segmentation.ground_truth import main
+        from segmentation.tools.ground_truth import main
     sys.exit(main())

@@ -2,7 +2,7 @@
 
     python3 utils/generate_synthetic_drinks.py --output dataset/synthetic --check --show
 
-`--help` lists the options; the tool is `segmentation.synthetic.main`.
+`--help` lists the options; the tool is `segmentation.tools.synthetic.main`.
 """
 
 import sys
@@ -11,5 +11,5 @@ from segmentation.quiet import quiet_start
 
 if __name__ == "__main__":
     with quiet_start(sys.argv[1:]):
-        from segmentation.synthetic import main
+        from segmentation.tools.synthetic import main
     sys.exit(main())

@@ -2,7 +2,7 @@
 
     python3 utils/plot_history.py --history weights/miou_history.npy
 
-`--help` lists the options; the tool is `segmentation.history_plot.main`.
+`--help` lists the options; the tool is `segmentation.tools.history_plot.main`.
 """
 
 import sys
@@ -11,5 +11,5 @@ from segmentation.quiet import quiet_start
 
 if __name__ == "__main__":
     with quiet_start(sys.argv[1:]):
-        from segmentation.history_plot import main
+        from segmentation.tools.history_plot import main
     sys.exit(main())

@@ -28,7 +28,6 @@ import matplotlib.image
 import numpy as np
 from skimage import io, transform
 
-from segmentation import via
 from segmentation.classes import DRINKS_VIA_NAMES, IGNORE_LABEL, colorize
 from segmentation.errors import ProgramError, report_error
 from segmentation.masks import write_class_names, write_mask_png
@@ -40,6 +39,7 @@ from segmentation.paths import (
     TRAIN_VIA_JSON,
     class_names_path,
 )
+from segmentation.tools import via
 
 SAVE_FORMATS = ("npy", "png")
 

@@ -12,10 +12,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from skimage import io
 
-from segmentation import via
 from segmentation.classes import DRINKS_CLASS_NAMES, class_colors
 from segmentation.metrics import confusion_matrices, iou_from_confusion
 from segmentation.paths import TEST_VIA_JSON, TRAIN_VIA_JSON
+from segmentation.tools import via
 
 # The highest colour-only test mIoU a usable set may have.
 CHECK_THRESHOLD = 0.60

@@ -40,11 +40,11 @@ import matplotlib.image
 import numpy as np
 from skimage import draw, filters, measure
 
-from segmentation import via
 from segmentation.classes import DRINKS_CLASS_NAMES
 from segmentation.errors import EXIT_CHECK_FAILED
 from segmentation.paths import TEST_VIA_JSON, TRAIN_VIA_JSON
-from segmentation.synthetic_check import CHECK_THRESHOLD, color_baseline, contact_sheet
+from segmentation.tools import via
+from segmentation.tools.synthetic_check import CHECK_THRESHOLD, color_baseline, contact_sheet
 
 WATER_BOTTLE, SODA_CAN, JUICE_CAN = 1, 2, 3
 # Colours shared by drinks, distractors and backgrounds (RGB in [0, 1]).
