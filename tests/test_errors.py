@@ -41,7 +41,7 @@ def test_the_program_name_comes_from_the_parser():
 
 
 def test_no_function_of_the_package_takes_more_than_ten_parameters():
-    paths = sorted(glob.glob(os.path.join(ROOT, "segmentation", "*.py"))) + [
+    paths = sorted(glob.glob(os.path.join(ROOT, "segmentation", "**", "*.py"), recursive=True)) + [
         os.path.join(ROOT, name) for name in ("model.py", "resnet.py", "data_generator.py")
     ]
     wide = []
