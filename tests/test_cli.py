@@ -152,39 +152,39 @@ def test_summary_prints_both_models(book_dataset, tmp_path, run_cli):
     assert (tmp_path / "w" / "fcn.png").is_file() or "pip install pydot" in out
 
 
-def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_dataset, tmp_path):
+def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights")]
-    recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice", "--precision", "mixed_bfloat16",
+    recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice", "--precision", "float32",
               "--bn-momentum", "0.9", "--passes", "2", "--remat"]
-    result = run_script(["--train", "--epochs", "1", "--seed", "0", *recipe, *common], tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "Class weights (median-frequency balancing): background" in result.stdout
-    assert "Recomputing the backbone's stages one at a time in the backward pass (--remat all)" in result.stdout
+    status, out, err = run_cli(["--train", "--verbose", "1", "--epochs", "1", "--seed", "0", *recipe, *common])
+    assert status == 0, err
+    assert "Class weights (median-frequency balancing): background" in out
+    assert "Recomputing the backbone's stages one at a time in the backward pass (--remat all)" in out
     record = json.loads((tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")).read_text())
-    expected = {"augment": True, "class_weights": "auto", "loss": "ce+dice", "precision": "mixed_bfloat16",
+    expected = {"augment": True, "class_weights": "auto", "loss": "ce+dice", "precision": "float32",
                 "bn_momentum": 0.9, "passes": 2}
     assert record["settings"] | expected == record["settings"]
     assert np.isfinite(record["test_miou"])
     # Resuming under the book's recipe would silently change the run: refused, in one line.
-    resumed = run_script(["--train", "--epochs", "2", "--seed", "0", "--resume", *common], tmp_path)
-    assert resumed.returncode == 2
-    noise = ("WARNING: All log messages", "I0000", "W0000", "E0000")
-    lines = [line for line in resumed.stderr.splitlines() if line.strip() and not line.startswith(noise)]
+    status, _, err = run_cli(["--train", "--epochs", "2", "--seed", "0", "--resume", *common])
+    assert status == 2
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "augment True (now False)" in lines[0] and "loss 'ce+dice' (now 'ce')" in lines[0]
 
 
-def test_precision_auto_records_this_machines_policy_and_resumes_with_the_saved_one(book_dataset, tmp_path):
+def test_precision_auto_records_this_machines_policy_and_resumes_with_the_saved_one(book_dataset, tmp_path,
+                                                                                   run_cli):
     data_path, _ = book_dataset
     common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"), "--seed", "0"]
     record_path = tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")
-    result = run_script(["--train", "--epochs", "1", *common], tmp_path)
-    assert result.returncode == 0, result.stderr
+    status, _, err = run_cli(["--train", "--epochs", "1", *common])
+    assert status == 0, err
     assert json.loads(record_path.read_text())["settings"]["precision"] == default_precision()
     # A run saved in float32 (as every run before "auto" was) resumes in float32 under "auto".
-    started = run_script(["--train", "--epochs", "1", "--precision", "float32", "--overwrite", *common], tmp_path)
-    assert started.returncode == 0, started.stderr
-    resumed = run_script(["--train", "--epochs", "2", "--resume", *common], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    status, _, err = run_cli(["--train", "--epochs", "1", "--precision", "float32", "--overwrite", *common])
+    assert status == 0, err
+    status, _, err = run_cli(["--train", "--epochs", "2", "--resume", *common])
+    assert status == 0, err
     state = read_training_state(str(tmp_path / "weights" / WEIGHTS.replace("best-iou.weights.h5", "last.state.npz")))
     assert state.epochs_done == 2 and state.settings["precision"] == "float32"
