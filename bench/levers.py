@@ -49,7 +49,8 @@ data = load_data(config)
 _, fcn = build_network(config, data.n_classes)
 restore_weights(fcn, weights)
 test_data = evaluation_data(data.test, config)
-evaluate_dataset(fcn, test_data)  # the first call builds the prediction function
+for tta in (False, True):
+    evaluate_dataset(fcn, test_data, tta=tta)  # the first call of a batch size builds its prediction function
 for tta in (False, True):
     started = time.perf_counter()
     scores = evaluate_dataset(fcn, test_data, tta=tta)
@@ -68,9 +69,9 @@ def evaluate(common: list[str], network: list[str], weights: str, tta: bool) -> 
 
 def measure(lever: str, seed: int, recipe: list[str], common: list[str], minutes: float, save_dir: str) -> dict:
     """Trains one lever (or the baseline) for `minutes` and evaluates its best weights; returns its record."""
-    network = [*recipe, *LEVERS[lever], "--save-dir", save_dir]
+    network = [*recipe, "--save-dir", save_dir]
     started = time.monotonic()
-    run([sys.executable, "fcn-12.3.1.py", "--train", *common, *network, "--seed", str(seed),
+    run([sys.executable, "fcn-12.3.1.py", "--train", *common, *network, *LEVERS[lever], "--seed", str(seed),
          "--time-budget", str(minutes)])
     wall = time.monotonic() - started
     with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
