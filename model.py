@@ -19,6 +19,10 @@ from segmentation import batchnorm
 HEAD_FILTERS = 256
 # The classifier: its filters are the classes (the one layer that depends on the class count).
 CLASSIFIER_NAME = "pre_activation"
+# The layer that joins the pyramid's maps; its first input is the backbone's main feature map.
+CONCAT_NAME = "fcn_concat"
+# The output of the training-only auxiliary head (`--aux-loss`).
+AUX_OUTPUT_NAME = "aux_segmentation"
 
 
 def tconv_layer(inputs, filters: int = 32, kernel_size: int = 3, strides: int = 2, postfix: str = ""):
@@ -95,7 +99,7 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
             size=upsampling, interpolation="bilinear", name=f"{postfix}_up2d"
         )(feature)
         out_features.append(feature)
-    x = layers.Concatenate(name="fcn_concat")(out_features)
+    x = layers.Concatenate(name=CONCAT_NAME)(out_features)
     x = tconv_layer(x, head_filters, postfix="up_x2")
     x = tconv_layer(x, head_filters, postfix="up_x4")
     x = layers.Conv2DTranspose(
@@ -137,6 +141,34 @@ def build_model(
     """
     backbone = build_resnet(input_shape, n_layers=n_layers, n=n)
     return backbone, build_fcn(input_shape, backbone, n_classes, head_filters)
+
+
+def build_training_model(fcn: keras.Model) -> keras.Model:
+    """The FCN with an auxiliary classifier on the backbone's main feature map, for training only (`--aux-loss`).
+
+    A light head, a 1x1 convolution to the classes, bilinear upsampling by 4 back to the input size
+    and a softmax, classifies every pixel from the 1/4 map the pyramid pools from, so the backbone
+    gets a loss of its own (the auxiliary loss of PSPNet). The model shares every layer of `fcn` and
+    adds the head's; `fcn` itself is unchanged, so its saved weights, its evaluation and the book's
+    `.h5` know nothing of the head.
+
+    Args:
+        fcn: keras.Model. From `build_fcn`.
+
+    Returns:
+        A `keras.Model` named `fcn_training` with two outputs: `fcn`'s probabilities
+        (`segmentation`) and the auxiliary head's (`aux_segmentation`), both `(H, W, n_classes)`.
+    """
+    # === Layers ===
+    main_feature = fcn.get_layer(CONCAT_NAME).input[0]
+    n_classes = fcn.output_shape[-1]
+    upsampling = fcn.input_shape[1] // main_feature.shape[1]
+    x = layers.Conv2D(n_classes, kernel_size=1, kernel_initializer="he_normal", name="aux_classifier")(main_feature)
+    x = layers.UpSampling2D(size=upsampling, interpolation="bilinear", name="aux_up2d")(x)
+    aux_outputs = layers.Softmax(name=AUX_OUTPUT_NAME, dtype="float32")(x)
+
+    # === Functional Model ===
+    return keras.Model(fcn.input, [fcn.output, aux_outputs], name="fcn_training")
 
 
 def configure_batchnorm(model: keras.Model, momentum: float, synchronized: bool = False) -> None:

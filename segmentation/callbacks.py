@@ -5,7 +5,8 @@ wrote its histories to the current directory; here it is a small callback
 built from explicit data and paths, writing everything under the save dir.
 `NonFiniteLossCallback` stops a run whose loss or weights stop being finite
 before anything is saved from that state. `TensorBoardLogger` writes every
-epoch's logs for TensorBoard (`--tensorboard`).
+epoch's logs for TensorBoard (`--tensorboard`). `PatienceCallback` stops a run
+whose selection mIoU has stopped improving (`--patience`).
 """
 
 import csv
@@ -20,6 +21,7 @@ import numpy as np
 from data_generator import DataGenerator
 from segmentation import backend
 from segmentation.atomic import write_atomically
+from segmentation.averaging import averaged_weights
 from segmentation.checkpoints import TrainingState, save_best_model, save_training_state
 from segmentation.errors import NonFiniteLossError
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
@@ -53,6 +55,15 @@ class AccuracyCallback(keras.callbacks.Callback):
         split: str. `"test"`, the book's selection on the test set, or `"val"`
             when `test_generator` holds validation images; it names the logs
             and the record's metrics. Defaults to "test".
+        network: keras.Model or None. The network evaluated and saved, when
+            training fits another model sharing its layers (`--aux-loss`).
+            Defaults to None, the fitted model.
+        tta: bool. `--tta`: evaluate with flip-averaged predictions. Defaults
+            to False.
+
+    When the optimizer keeps a moving average of the weights (`--ema`), the
+    average is what is evaluated and saved; training goes on from the raw
+    weights.
     """
 
     def __init__(
@@ -65,9 +76,13 @@ class AccuracyCallback(keras.callbacks.Callback):
         miou_history: list[float] | None = None,
         mpla_history: list[float] | None = None,
         split: str = "test",
+        network: keras.Model | None = None,
+        tta: bool = False,
     ):
         super().__init__()
         self.split = split
+        self.network = network
+        self.tta = tta
         self.test_generator = test_generator
         self.weights_path = weights_path
         self.save_dir = save_dir
@@ -78,7 +93,12 @@ class AccuracyCallback(keras.callbacks.Callback):
         self.collapse = CollapseMonitor(test_generator.n_classes, hint=collapse_hint(self.settings))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        scores = evaluate_dataset(self.model, self.test_generator)
+        with averaged_weights(getattr(self.model, "optimizer", None)):
+            self._evaluate_and_save(epoch, logs)
+
+    def _evaluate_and_save(self, epoch: int, logs: dict | None) -> None:
+        network = self.network or self.model
+        scores = evaluate_dataset(network, self.test_generator, tta=self.tta)
         miou, pixel_accuracy = scores.mean_iou, scores.mean_pixel_accuracy
         if logs is not None:
             logs[f"{self.split}_miou"] = miou
@@ -104,7 +124,7 @@ class AccuracyCallback(keras.callbacks.Callback):
                 f"{self.split}_dataset_miou": _nan_as_none(scores.dataset_miou),
                 "settings": self.settings,
             }
-            save_best_model(self.model, self.weights_path, record)
+            save_best_model(network, self.weights_path, record)
         else:
             logger.info(
                 "Epoch %d: mIoU %.4f (best %.4f), pixel accuracy %.2f%%",
@@ -183,6 +203,42 @@ class TrainingStateCallback(keras.callbacks.Callback):
         self.state.best_miou = float(self.best_miou())
         write_history_csv(self.csv_path, self.state.history, self.state.epochs_done)
         save_training_state(self.model, self.state, self.state_path)
+
+
+class PatienceCallback(keras.callbacks.Callback):
+    """Stops training when the selection mIoU has not beaten the run's best for `patience` epochs in a row.
+
+    The count lives in `state.epochs_without_improvement`, so the state saved after each epoch
+    holds it and `--resume` goes on counting. Put it after the evaluation that logs the mIoU and
+    before the callback that saves the state.
+
+    Args:
+        patience: int. Epochs without improvement that end the run (`--patience`).
+        state: TrainingState. The run's state; its history holds the earlier epochs' mIoU.
+        split: str. `"test"` or `"val"`: the logged `<split>_miou` to watch. Defaults to "test".
+    """
+
+    def __init__(self, patience: int, state: TrainingState, split: str = "test"):
+        super().__init__()
+        self.patience = patience
+        self.state = state
+        self.key = f"{split}_miou"
+        self.best = max(state.history.get(self.key, []), default=-math.inf)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        miou = (logs or {}).get(self.key)
+        if miou is None:
+            return
+        if miou > self.best:
+            self.best = miou
+            self.state.epochs_without_improvement = 0
+            return
+        self.state.epochs_without_improvement += 1
+        if self.state.epochs_without_improvement >= self.patience:
+            logger.info("Stopping early after epoch %d: the %s mIoU has not improved on %.4f for %d epoch(s) "
+                        "(--patience %d)", epoch + 1, "validation" if self.key == "val_miou" else "test",
+                        self.best, self.state.epochs_without_improvement, self.patience)
+            self.model.stop_training = True
 
 
 class NonFiniteLossCallback(keras.callbacks.Callback):

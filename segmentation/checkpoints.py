@@ -47,6 +47,8 @@ class TrainingState:
         settings: dict. The run's `TrainingSettings` as recorded (`TrainingSettings.as_record`).
         total_steps: int or None. The optimizer steps a `--time-budget` run planned (its last
             epoch may be shorter than the others); None: `epochs` whole epochs.
+        epochs_without_improvement: int. Epochs in a row, up to the last completed one, whose
+            selection mIoU did not beat the run's best so far (`--patience` counts them).
     """
 
     epochs_done: int
@@ -57,6 +59,7 @@ class TrainingState:
     shuffle_seed: int
     settings: dict
     total_steps: int | None = None
+    epochs_without_improvement: int = 0
 
 
 def weights_file_bytes(model: keras.Model) -> int:

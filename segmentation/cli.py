@@ -218,10 +218,11 @@ def evaluate(config: RunConfig, fcn: keras.Model, data: Data, restore_path: str 
     """`--evaluate`: one image (`--image-file`) or the whole test set, with `--plot`'s figures."""
     if config.image_file:
         names = list(data.class_names) if data.class_names else None
-        segment_image_file(fcn, config.image_file, config.height, config.width, config.fit_size, names)
+        segment_image_file(fcn, config.image_file, config.height, config.width, config.fit_size, names, config.tta)
         return
     record = read_best_metrics(restore_path) if restore_path else None
-    evaluate_test_set(fcn, evaluation_data(data.test, config), config.plot, record.get("settings") if record else None)
+    evaluate_test_set(fcn, evaluation_data(data.test, config), config.plot, record.get("settings") if record else None,
+                      config.tta)
 
 
 def train_and_report(config: RunConfig, fcn: keras.Model, data: Data, state: TrainingState, files: RunFiles,
@@ -252,10 +253,11 @@ def train_and_report(config: RunConfig, fcn: keras.Model, data: Data, state: Tra
         loss=build_loss(config.loss, class_weights, data.n_classes, ignore_pixels),
         learning_rate=config.learning_rate, lr_schedule=config.lr_schedule, jit_compile=config.jit_compile,
         resume=config.resume, verbose=config.verbose, split=data.selection_split,
-        tensorboard_dir=config.tensorboard, deadline=deadline,
+        tensorboard_dir=config.tensorboard, deadline=deadline, ema=config.ema, aux_loss=config.aux_loss,
+        patience=config.patience, tta=config.tta,
     )
     train(fcn, train_data, selection_data, state, files, options)
-    report_training(fcn, files, state.history, test_data)
+    report_training(fcn, files, state.history, test_data, config.tta)
 
 
 def run_steps(config: RunConfig, data: Data, outputs: Outputs, files: RunFiles, precision: str,
@@ -270,6 +272,9 @@ def run_steps(config: RunConfig, data: Data, outputs: Outputs, files: RunFiles, 
             restore_weights(fcn, outputs.restore_path)
     elif config.evaluate:
         logger.warning("Evaluating an untrained network: give --restore-weights to load trained weights.")
+    if config.tta:
+        logger.info("--tta: each prediction is the mean of the image's and of its mirror image's (two views per "
+                    "image)")
     if config.train:
         state, deadline = start_training(config, fcn, data, files, precision, started)
     if config.train or config.summary:
@@ -286,7 +291,7 @@ def run_steps(config: RunConfig, data: Data, outputs: Outputs, files: RunFiles, 
     # Last: skipped images end the run with status 2 once every other image is done.
     if config.predict_dir:
         segment_folder(fcn, outputs.planned, outputs.predict_output, config.batch_size, config.verbose,
-                       config.fit_size)
+                       config.fit_size, config.tta)
 
 
 def run(config: RunConfig, started: float) -> None:

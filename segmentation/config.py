@@ -59,6 +59,10 @@ class RunConfig:
     loss: str = "ce"
     distribute: str = "none"
     tensorboard: str | None = None
+    ema: float | None = None
+    aux_loss: float | None = None
+    patience: int | None = None
+    tta: bool = False
     # Inputs and outputs.
     save_dir: str = "weights"
     restore_weights: str | None = None
@@ -150,6 +154,12 @@ class TrainingSettings:
     fit_size: str = _setting(BOOK.fit_size)
     val_split: float | None = _setting(BOOK.val_split)
     val_labels: str | None = _setting(BOOK.val_labels)
+    # The weights a run saves: averaged (--ema), trained with an auxiliary head (--aux-loss).
+    ema: float | None = _setting(BOOK.ema)
+    aux_loss: float | None = _setting(BOOK.aux_loss)
+    # When the run stops and how it scores: --resume may change them.
+    patience: int | None = _setting(BOOK.patience, must_match=False)
+    tta: bool = _setting(BOOK.tta, must_match=False)
     # Names of classes 0 .. n_classes - 1 when known (`--classes`, or stored beside the labels); for display.
     class_names: tuple[str, ...] | None = _setting(None, must_match=False)
 
@@ -189,6 +199,11 @@ def check_actions(config: RunConfig) -> None:
         raise UsageError("--tensorboard is used with --train.")
     if config.time_budget is not None and not config.train:
         raise UsageError("--time-budget is used with --train.")
+    for flag, value in (("--ema", config.ema), ("--aux-loss", config.aux_loss), ("--patience", config.patience)):
+        if value is not None and not config.train:
+            raise UsageError(f"{flag} is used with --train.")
+    if config.tta and not (config.train or config.evaluate or config.predict_dir):
+        raise UsageError("--tta is used with --evaluate, --train or --predict-dir.")
     if config.predict_output and not config.predict_dir:
         raise UsageError("--predict-output is used with --predict-dir.")
     if config.export_format != BOOK.export_format and not config.export:
@@ -243,6 +258,12 @@ def check_values(config: RunConfig) -> None:
                          "e.g. 0.1.")
     if not 0 <= config.bn_momentum < 1:
         raise UsageError(f"--bn-momentum {config.bn_momentum}: must be in [0, 1), e.g. 0.9.")
+    if config.ema is not None and not 0 <= config.ema < 1:
+        raise UsageError(f"--ema {config.ema}: give a momentum in [0, 1), e.g. 0.99.")
+    if config.aux_loss is not None and not (math.isfinite(config.aux_loss) and config.aux_loss > 0):
+        raise UsageError(f"--aux-loss {config.aux_loss}: give a positive weight, e.g. 0.4.")
+    if config.patience is not None and config.patience < 1:
+        raise UsageError(f"--patience {config.patience}: give a number of epochs of at least 1, e.g. 5.")
     if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
         raise UsageError(f"--learning-rate {config.learning_rate}: must be a positive number, e.g. 1e-3.")
     try:

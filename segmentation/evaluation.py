@@ -5,7 +5,8 @@ batch at a time, with the book's per-image mIoU and pixel accuracy and the
 data-set-level, per-class IoU of one confusion matrix beside them. A network
 that has collapsed to a few classes, which pixel accuracy hides, gets a
 warning naming what to try. With `--fit-size crop` each test image is
-predicted whole, in tiles of the network's input (`fitting.predict_tiled`).
+predicted whole, in tiles of the network's input (`fitting.predict_tiled`). With `--tta` every
+prediction is the mean of the image's and its mirror image's (`tta.flip_averaged`).
 """
 
 import logging
@@ -24,6 +25,7 @@ from segmentation.fitting import predict_tiled, resize_image
 from segmentation.images import decode_image, image_to_float, read_image
 from segmentation.metrics import SegmentationScores
 from segmentation.paths import PREDICTION_DIR
+from segmentation.tta import flip_averaged
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ def evaluate_dataset(
     model: keras.Model,
     generator: DataGenerator,
     on_batch: Callable[[list[str], np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+    tta: bool = False,
 ) -> SegmentationScores:
     """Scores a model on a data set, one `predict_on_batch` per batch.
 
@@ -62,6 +65,8 @@ def evaluate_dataset(
         on_batch: callable or None. Called with each batch's image names,
             images, true and predicted class maps (e.g. to save figures).
             Defaults to None.
+        tta: bool. `--tta`: average each prediction with its mirror image's.
+            Defaults to False.
 
     Returns:
         The filled `SegmentationScores`.
@@ -71,7 +76,7 @@ def evaluate_dataset(
         # Class-index maps straight from the generator: no one-hot round trip.
         images, true_labels = generator.batch_class_maps(index)
         keys = generator.batch_keys(index)
-        predicted_labels = predict_class_maps(model, images, generator.tile, generator.batch_size)
+        predicted_labels = predict_class_maps(model, images, generator.tile, generator.batch_size, tta)
         if generator.tile is None:
             scores.update(keys, true_labels, predicted_labels)
         else:
@@ -84,7 +89,7 @@ def evaluate_dataset(
 
 
 def predict_class_maps(model: keras.Model, images: np.ndarray | list[np.ndarray], tile: tuple[int, int] | None,
-                       batch_size: int) -> np.ndarray | list[np.ndarray]:
+                       batch_size: int, tta: bool = False) -> np.ndarray | list[np.ndarray]:
     """The predicted class of every pixel of a batch of images.
 
     Args:
@@ -94,14 +99,21 @@ def predict_class_maps(model: keras.Model, images: np.ndarray | list[np.ndarray]
         tile: (int, int) or None. `(height, width)` of the tiles each image is predicted
             in (`--fit-size crop`); None predicts the batch as it is.
         batch_size: int. Tiles per call of the network.
+        tta: bool. `--tta`: each batch (of images, or of tiles) averaged with its mirror
+            image's prediction (`tta.flip_averaged`). Defaults to False.
 
     Returns:
         int array `(N, H, W)`, or with `tile` a list of `(H, W)` maps.
     """
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return predict_batch(model, batch)
+
+    if tta:
+        predict = flip_averaged(predict)
     if tile is None:
-        return np.argmax(predict_batch(model, np.asarray(images)), axis=-1)
-    return [np.argmax(predict_tiled(lambda batch: predict_batch(model, batch), image, *tile, batch_size), axis=-1)
-            for image in images]
+        return np.argmax(predict(np.asarray(images)), axis=-1)
+    return [np.argmax(predict_tiled(predict, image, *tile, batch_size), axis=-1) for image in images]
 
 
 def report_scores(scores: SegmentationScores) -> None:
@@ -128,11 +140,11 @@ def report_scores(scores: SegmentationScores) -> None:
 
 
 def evaluate_test_set(model: keras.Model, test_data: DataGenerator, plot: bool,
-                      training_settings: dict | None = None) -> SegmentationScores:
+                      training_settings: dict | None = None, tta: bool = False) -> SegmentationScores:
     """Scores the test set in batches, optionally saving the book's figures.
 
     `training_settings`, those recorded with the restored weights when known,
-    let a collapse warning name only the flags their run lacked.
+    let a collapse warning name only the flags their run lacked; `tta` is `--tta`.
     """
 
     names = class_names(test_data.n_classes, test_data.class_names)
@@ -144,7 +156,7 @@ def evaluate_test_set(model: keras.Model, test_data: DataGenerator, plot: bool,
             save_triptych(image, truth, predicted, os.path.join(PREDICTION_DIR, f"{stem}-triptych.png"), key,
                           class_names=names)
 
-    scores = evaluate_dataset(model, test_data, on_batch=save_figures if plot else None)
+    scores = evaluate_dataset(model, test_data, on_batch=save_figures if plot else None, tta=tta)
     report_scores(scores)
     for warning in CollapseMonitor(scores.n_classes, patience=1, hint=collapse_hint(training_settings)).check(scores):
         logger.warning(warning)
@@ -155,11 +167,11 @@ def evaluate_test_set(model: keras.Model, test_data: DataGenerator, plot: bool,
 
 
 def segment_image_file(model: keras.Model, image_file: str, height: int, width: int, fit_size: str = "refuse",
-                       names: list[str] | None = None) -> None:
+                       names: list[str] | None = None, tta: bool = False) -> None:
     """Segments one image and saves the book's `-input.png` / `-mask.png` pair.
 
     `fit_size` is `--fit-size`: "resize" scales the image to the network's input first, "crop"
-    segments it whole in tiles; `names` are the class names when known.
+    segments it whole in tiles; `names` are the class names when known; `tta` is `--tta`.
     """
     if fit_size == "refuse":
         image = read_image(image_file, height, width)
@@ -168,7 +180,7 @@ def segment_image_file(model: keras.Model, image_file: str, height: int, width: 
     else:
         image = image_to_float(decode_image(image_file))
     tile = (height, width) if fit_size == "crop" else None
-    predicted = predict_class_maps(model, [image] if tile else image[np.newaxis], tile, batch_size=4)[0]
+    predicted = predict_class_maps(model, [image] if tile else image[np.newaxis], tile, batch_size=4, tta=tta)[0]
     stem = os.path.splitext(os.path.basename(image_file))[0]
     input_path, mask_path = save_input_and_mask(image, predicted, PREDICTION_DIR, stem)
     present = ", ".join(class_names(model.output_shape[-1], names)[k] for k in np.unique(predicted))

@@ -6,9 +6,10 @@ resized to the network's input, the images go through the network a batch at
 a time, and each predicted class map is resized back to its image's size
 with nearest-neighbour sampling (so no new class appears on a border); with
 `--fit-size crop` each image is segmented whole instead, in tiles of the
-network's input size (`segmentation.fitting`). For each image it writes the
-coloured mask (the book's colours) and the image with the mask blended over
-its objects.
+network's input size (`segmentation.fitting`). With `--tta` each prediction
+is averaged with its mirror image's (`segmentation.tta`). For each image it
+writes the coloured mask (the book's colours) and the image with the mask
+blended over its objects.
 
 `export_model` writes the network in each `--export-format`: a Keras 3
 `.keras` file, a TensorFlow SavedModel (its `serve` endpoint), an ONNX file
@@ -27,7 +28,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -49,6 +50,7 @@ from segmentation.paths import (
     SAVED_MODEL_FILE,
     check_output_dir,
 )
+from segmentation.tta import flip_averaged
 
 # Weight of the coloured mask over an object's pixels in the overlay; background is left as it is.
 OVERLAY_OPACITY = 0.5
@@ -204,6 +206,7 @@ def predict_directory(
     batch_size: int = 4,
     verbose: int = 1,
     fit_size: str = "refuse",
+    tta: bool = False,
 ) -> PredictionSummary:
     """Segments images a batch at a time and writes each one's mask and overlay.
 
@@ -219,13 +222,16 @@ def predict_directory(
         fit_size: str. `--fit-size`: "crop" segments each image whole, in tiles of the
             network's input size (`fitting.predict_tiled`), instead of resizing it.
             Defaults to "refuse" (images resized, as with "resize").
+        tta: bool. `--tta`: average each prediction with its mirror image's
+            (`tta.flip_averaged`). Defaults to False.
 
     Returns:
         A `PredictionSummary`.
     """
     height, width = model.input_shape[1:3]
+    predict = flip_averaged(model.predict_on_batch) if tta else model.predict_on_batch
     if fit_size == "crop":
-        return _predict_directory_tiled(model, planned, output_dir, batch_size, verbose)
+        return _predict_directory_tiled(predict, (height, width), planned, output_dir, batch_size, verbose)
     os.makedirs(output_dir, exist_ok=True)
     progress = keras.utils.Progbar(len(planned), verbose=1 if verbose else 0, unit_name="image")
     summary = PredictionSummary(written=[], skipped=[])
@@ -240,7 +246,7 @@ def predict_directory(
                 summary.skipped.append((item.image_path, str(error)))
         if readable:
             batch = np.stack([to_network_input(image, height, width) for image in originals])
-            predicted = np.argmax(model.predict_on_batch(batch), axis=-1).astype(np.uint8)
+            predicted = np.argmax(predict(batch), axis=-1).astype(np.uint8)
             for item, image, labels in zip(readable, originals, predicted):
                 labels = resize_labels(labels, image.shape[0], image.shape[1])
                 save_png(item.mask_path, colorize(labels))
@@ -250,10 +256,11 @@ def predict_directory(
     return summary
 
 
-def _predict_directory_tiled(model: keras.Model, planned: Sequence[PlannedImage], output_dir: str, batch_size: int,
+def _predict_directory_tiled(predict: Callable[[np.ndarray], np.ndarray], tile: tuple[int, int],
+                             planned: Sequence[PlannedImage], output_dir: str, batch_size: int,
                              verbose: int) -> PredictionSummary:
-    """`predict_directory` for `--fit-size crop`: each image whole, its tiles `batch_size` at a time."""
-    height, width = model.input_shape[1:3]
+    """`predict_directory` for `--fit-size crop`: each image whole, its `tile`s `batch_size` at a time."""
+    height, width = tile
     os.makedirs(output_dir, exist_ok=True)
     progress = keras.utils.Progbar(len(planned), verbose=1 if verbose else 0, unit_name="image")
     summary = PredictionSummary(written=[], skipped=[])
@@ -263,7 +270,7 @@ def _predict_directory_tiled(model: keras.Model, planned: Sequence[PlannedImage]
         except DatasetError as error:
             summary.skipped.append((item.image_path, str(error)))
         else:
-            probabilities = predict_tiled(model.predict_on_batch, image_to_float(image), height, width, batch_size)
+            probabilities = predict_tiled(predict, image_to_float(image), height, width, batch_size)
             labels = np.argmax(probabilities, axis=-1).astype(np.uint8)
             save_png(item.mask_path, colorize(labels))
             save_png(item.overlay_path, overlay(image, labels))
@@ -539,18 +546,18 @@ def plan_predict_dir(input_dir: str, output_dir: str | None, overwrite: bool) ->
 
 
 def segment_folder(model: keras.Model, planned: list[PlannedImage], output_dir: str, batch_size: int,
-                   verbose: int, fit_size: str = "refuse") -> None:
+                   verbose: int, fit_size: str = "refuse", tta: bool = False) -> None:
     """Segments the planned images with a progress bar, and logs where the outputs are.
 
     Unreadable images are skipped with a warning line each, so the rest are
-    still segmented. `fit_size` is `--fit-size` (see `predict_directory`).
+    still segmented. `fit_size` is `--fit-size` and `tta` is `--tta` (see `predict_directory`).
 
     Raises:
         DatasetError: after the run, if any image was skipped (exit status 2).
     """
     logger.info("Segmenting %d image(s) into %s/, %d per batch", len(planned), output_dir, batch_size)
     summary = predict_directory(model, planned, output_dir, batch_size=batch_size, verbose=verbose,
-                                fit_size=fit_size)
+                                fit_size=fit_size, tta=tta)
     for _, reason in summary.skipped:
         logger.warning("skipped %s", reason)
     logger.info("Wrote %d mask(s) and overlay(s) to %s/ (<image>-mask.png, <image>-overlay.png)",

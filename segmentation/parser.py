@@ -131,6 +131,21 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--passes", type=int, default=BOOK.passes, metavar="K",
                        help="go K times through the training images per epoch, each time reshuffled (and "
                             "re-augmented): more steps per evaluation on a few dozen images (default: 1, the book's)")
+    group.add_argument("--ema", type=float, default=BOOK.ema, metavar="M",
+                       help="with --train: keep an exponential moving average of the weights, momentum M (e.g. "
+                            "0.99), and evaluate and save the average as the best weights; training goes on from "
+                            "the raw weights (default: off, as in the book)")
+    group.add_argument("--aux-loss", type=float, default=BOOK.aux_loss, metavar="W",
+                       help="with --train: add a training-only classifier on the backbone's main feature map, "
+                            "its loss weighted W (e.g. 0.4), as PSPNet does; the saved network has no such head "
+                            "(default: off, as in the book)")
+    group.add_argument("--patience", type=int, default=BOOK.patience, metavar="N",
+                       help="with --train: stop when the selection mIoU has not improved for N epochs in a row "
+                            "(default: off, train every epoch)")
+    group.add_argument("--tta", action="store_true",
+                       help="test-time augmentation: average each prediction with that of the image flipped left "
+                            "to right (twice the network's work) in --evaluate, --predict-dir and the per-epoch "
+                            "evaluation of --train (default: off, as in the book)")
 
 
 def add_speed_flags(parser: argparse.ArgumentParser) -> None:

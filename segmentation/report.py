@@ -75,13 +75,15 @@ def pick_examples(scores: SegmentationScores) -> list[tuple[str, str]]:
     ]
 
 
-def collect_examples(model: keras.Model, generator: DataGenerator, picked: list[tuple[str, str]]) -> list[Example]:
+def collect_examples(model: keras.Model, generator: DataGenerator, picked: list[tuple[str, str]],
+                     tta: bool = False) -> list[Example]:
     """Reads and segments the chosen test images, in one batch.
 
     Args:
         model: keras.Model. The FCN.
         generator: DataGenerator. The test split (its labels and data path).
         picked: list of (label, image name). From `pick_examples`.
+        tta: bool. `--tta`: flip-averaged predictions. Defaults to False.
 
     Returns:
         One `Example` per pair.
@@ -89,7 +91,7 @@ def collect_examples(model: keras.Model, generator: DataGenerator, picked: list[
     if not picked:
         return []
     images = [generator.read_image(name) for _, name in picked]
-    predicted = predict_class_maps(model, images, generator.tile, generator.batch_size)
+    predicted = predict_class_maps(model, images, generator.tile, generator.batch_size, tta)
     return [
         Example(label, image, generator.labels.masks[name], labels)
         for (label, name), image, labels in zip(picked, images, predicted)
@@ -178,7 +180,7 @@ def draw_report(history: dict[str, list[float]], scores: SegmentationScores, exa
 
 
 def write_training_report(model: keras.Model, generator: DataGenerator, history: dict[str, list[float]],
-                          path: str, title: str) -> SegmentationScores:
+                          path: str, title: str, tta: bool = False) -> SegmentationScores:
     """Scores `model` on the test set and writes the report page to `path` (atomically).
 
     Args:
@@ -187,12 +189,13 @@ def write_training_report(model: keras.Model, generator: DataGenerator, history:
         history: dict. The run's per-epoch logs.
         path: str. PNG to write.
         title: str. The page's title.
+        tta: bool. `--tta`: score with flip-averaged predictions. Defaults to False.
 
     Returns:
         The test scores the page shows.
     """
-    scores = evaluate_dataset(model, generator)
-    examples = collect_examples(model, generator, pick_examples(scores))
+    scores = evaluate_dataset(model, generator, tta=tta)
+    examples = collect_examples(model, generator, pick_examples(scores), tta)
     fig = draw_report(history, scores, examples, f"{title}\nbest weights on the test set: mIoU {scores.mean_iou:.4f} "
                       f"(book), {scores.dataset_miou:.4f} (data-set level), pixel accuracy "
                       f"{100 * scores.mean_pixel_accuracy:.2f}%, {len(scores.images)} images")

@@ -3,7 +3,10 @@
 The book's `train()` compiled Adam and called `fit` with one callback; here the
 run also decides, before anything is written, whether it starts afresh, resumes
 a saved state or must refuse (`plan_training`), and after the fit draws
-`report.png` of its best weights (`report_training`).
+`report.png` of its best weights (`report_training`). Options off by default
+change what is fitted and saved: a moving average of the weights (`--ema`), a
+training-only auxiliary head (`--aux-loss`), early stopping (`--patience`) and
+flip-averaged evaluation (`--tta`).
 """
 
 import dataclasses
@@ -15,10 +18,12 @@ import secrets
 import keras
 
 from data_generator import DataGenerator
+from model import build_training_model
 from segmentation.budget import Plan, StepLimit, TimeBudget
 from segmentation.callbacks import (
     AccuracyCallback,
     NonFiniteLossCallback,
+    PatienceCallback,
     TensorBoardLogger,
     TrainingStateCallback,
     save_histories,
@@ -64,6 +69,13 @@ class FitOptions:
         tensorboard_dir: str or None. `--tensorboard`: also log every epoch there. Defaults to None.
         deadline: float or None. `--time-budget` as a `time.monotonic()` value: train the epochs
             that fit before it, and record them in the state's `epochs`. Defaults to None.
+        ema: float or None. `--ema`: the momentum of the weights' moving average, which is
+            evaluated and saved. Defaults to None (no average).
+        aux_loss: float or None. `--aux-loss`: the weight of the auxiliary head's loss
+            (`model.build_training_model`). Defaults to None (no auxiliary head).
+        patience: int or None. `--patience`: stop after this many epochs without a better
+            selection mIoU. Defaults to None (every epoch).
+        tta: bool. `--tta`: evaluate each epoch with flip-averaged predictions. Defaults to False.
     """
 
     loss: keras.losses.Loss | str
@@ -75,6 +87,35 @@ class FitOptions:
     split: str = "test"
     tensorboard_dir: str | None = None
     deadline: float | None = None
+    ema: float | None = None
+    aux_loss: float | None = None
+    patience: int | None = None
+    tta: bool = False
+
+
+class RepeatedTargets(keras.utils.PyDataset):
+    """A data set's batches with their masks given once per output of a model with several (`--aux-loss`).
+
+    Args:
+        data: DataGenerator. The training batches; its epoch ends are passed on.
+        outputs: int. Outputs of the model.
+    """
+
+    def __init__(self, data: DataGenerator, outputs: int):
+        super().__init__(workers=data.workers, use_multiprocessing=data.use_multiprocessing,
+                         max_queue_size=data.max_queue_size)
+        self.data = data
+        self.outputs = outputs
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple:
+        images, masks = self.data[index]
+        return images, (masks,) * self.outputs
+
+    def on_epoch_end(self) -> None:
+        self.data.on_epoch_end()
 
 
 def plan_training(
@@ -115,6 +156,12 @@ def plan_training(
                 "nothing is left to train (--overwrite starts a new run)." if budgeted else
                 f"--resume: {files.state} has finished {state.epochs_done} epoch(s) and --epochs is "
                 f"{planned}; give a larger --epochs to train more."
+            )
+        patience = settings.patience
+        if patience is not None and state.epochs_without_improvement >= patience:
+            raise UsageError(
+                f"--resume: {files.state} stopped early, its mIoU not improved for {state.epochs_without_improvement} "
+                f"epoch(s) (--patience {patience}); give a larger --patience to train on."
             )
         state.epochs = planned
         if record is not None:
@@ -177,12 +224,14 @@ def score_existing_best(fcn: keras.Model, weights_path: str, test_data: DataGene
     return miou
 
 
-def compile_for_training(fcn: keras.Model, options: FitOptions,
+def compile_for_training(model: keras.Model, options: FitOptions,
                          total_steps: int) -> tuple[WarmupCosine | None, keras.callbacks.Callback]:
     """Compiles Adam with the `--lr-schedule`; returns the per-step schedule (or None) and its callback.
 
     An epoch schedule (`text`, `code`) is applied by `LearningRateScheduler` at each epoch's start; a
     step schedule (`cosine`) is Adam's own learning rate, sized to `total_steps`, and logged each epoch.
+    With `--ema` Adam keeps the weights' moving average; a model with an auxiliary output has that
+    output's loss weighted `--aux-loss`.
     """
     learning_rate = options.learning_rate
     step_schedule = None
@@ -193,12 +242,16 @@ def compile_for_training(fcn: keras.Model, options: FitOptions,
         schedule_callback = keras.callbacks.LearningRateScheduler(
             get_lr_schedule(options.lr_schedule, learning_rate)
         )
-    fcn.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=step_schedule or learning_rate),
-        loss=options.loss,
+    averaging = {} if options.ema is None else {"use_ema": True, "ema_momentum": options.ema}
+    losses = {"loss": options.loss}
+    if len(model.outputs) > 1:
+        losses = {"loss": [options.loss, options.loss], "loss_weights": [1.0, options.aux_loss]}
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=step_schedule or learning_rate, **averaging),
         jit_compile=JIT_CHOICES[options.jit_compile],
+        **losses,
     )
-    prepare_for_fit(fcn)
+    prepare_for_fit(model)
     return step_schedule, schedule_callback
 
 
@@ -214,7 +267,10 @@ def train(
 
     After every epoch the full state goes to `files.state`; with `options.resume`
     the run continues from it: weights, optimizer, epoch count, histories and the
-    shuffling order (`train_data` is replayed to the saved epoch here).
+    shuffling order (`train_data` is replayed to the saved epoch here). With
+    `options.aux_loss` the model fitted is `fcn` with an auxiliary head
+    (`model.build_training_model`), whose weights and optimizer the state holds;
+    the best weights are always `fcn`'s alone.
 
     Args:
         fcn: keras.Model. The network.
@@ -234,12 +290,13 @@ def train(
     for _ in range(state.epochs_done):
         train_data.on_epoch_end()
     total_steps = state.total_steps or state.epochs * len(train_data)
-    step_schedule, schedule_callback = compile_for_training(fcn, options, total_steps)
+    model = fcn if options.aux_loss is None else build_training_model(fcn)
+    step_schedule, schedule_callback = compile_for_training(model, options, total_steps)
     split = options.split
     miou_history = state.history.get(f"{split}_miou", [])
     mpla_history = [100.0 * value for value in state.history.get(f"{split}_pixel_accuracy", [])]
     if options.resume:
-        restore_training_state(fcn, files.state)
+        restore_training_state(model, files.state)
         # A kill between an epoch's history files and its state can leave an epoch too many there.
         write_history_csv(files.history_csv, state.history, state.epochs_done)
         save_histories(files.save_dir, miou_history, mpla_history)
@@ -249,7 +306,7 @@ def train(
     logger.info("Best weights: %s  Last state (for --resume): %s", files.weights, files.state)
     accuracy = AccuracyCallback(
         selection_data, files.weights, files.save_dir, best_miou=state.best_miou, settings=state.settings,
-        miou_history=miou_history, mpla_history=mpla_history, split=split,
+        miou_history=miou_history, mpla_history=mpla_history, split=split, network=fcn, tta=options.tta,
     )
     def record_plan(plan: Plan) -> None:
         state.epochs, state.total_steps = plan.epochs, plan.total_steps
@@ -267,6 +324,8 @@ def train(
         # Before every callback that saves, so nothing is saved from a NaN model.
         NonFiniteLossCallback(),
         accuracy,
+        # After the evaluation, whose mIoU it watches; before the state that keeps its count is saved.
+        *([PatienceCallback(options.patience, state, split)] if options.patience is not None else []),
         # After the evaluation, so an epoch's time includes it; before the state is saved.
         *budget,
         # After the budget, whose last plan at an epoch's end fixes the step schedule's end.
@@ -277,19 +336,20 @@ def train(
         # once its best weights are written.
         TrainingStateCallback(files.state, files.history_csv, state, lambda: accuracy.best_miou),
     ]
+    fit_data = train_data if model is fcn else RepeatedTargets(train_data, len(model.outputs))
     try:
-        return fcn.fit(train_data, epochs=state.epochs, initial_epoch=state.epochs_done,
-                       callbacks=callbacks, verbose=1 if options.verbose else 0)
+        return model.fit(fit_data, epochs=state.epochs, initial_epoch=state.epochs_done,
+                         callbacks=callbacks, verbose=1 if options.verbose else 0)
     except KeyboardInterrupt as interrupt:
         raise TrainingInterrupted(state.epochs_done, files.state, isinstance(interrupt, Terminated)) from None
 
 
 def report_training(fcn: keras.Model, files: RunFiles, history: dict[str, list[float]],
-                    test_data: DataGenerator) -> None:
+                    test_data: DataGenerator, tta: bool = False) -> None:
     """Writes `report.png` in the save folder for the best weights of a finished training run.
 
-    The test set is scored there; for weights selected on validation images that is the test
-    set's one score, which goes into the best weights' record too.
+    The test set is scored there (flip-averaged with `tta`); for weights selected on validation
+    images that is the test set's one score, which goes into the best weights' record too.
     """
     record = None
     if os.path.isfile(files.weights):
@@ -301,7 +361,7 @@ def report_training(fcn: keras.Model, files: RunFiles, history: dict[str, list[f
         subject = "last weights (no best weights were saved)"
     epochs = len(history.get("loss", []))
     scores = write_training_report(fcn, test_data, history, files.report,
-                                   f"Training report: {subject}, {epochs} epoch(s)")
+                                   f"Training report: {subject}, {epochs} epoch(s)", tta)
     logger.info("Saved the training report %s", files.report)
     if record is not None and record.get("selected_on") == "val":
         add_test_scores(files.weights, record, {
