@@ -144,6 +144,7 @@ def test_a_tiny_budget_cuts_the_only_epoch():
     assert steps < 50
 
 
+@pytest.mark.timing
 def test_run_finishes_inside_its_budget_with_the_schedule_ending_at_its_last_step(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     save_dir = str(tmp_path / "weights")

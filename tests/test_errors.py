@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from segmentation import errors, via
+from segmentation import errors
 from segmentation.parser import build_parser
+from segmentation.tools import via
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The most parameters a function of the package may take (STYLE.md 3.17); `self`, `cls` and a `**kwargs`

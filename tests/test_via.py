@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from segmentation import classes, via
+from segmentation import classes
+from segmentation.tools import via
 
 HEIGHT, WIDTH = 64, 96
 
