@@ -2,12 +2,21 @@
 
 import os
 
-import keras
 import numpy as np
 import pytest
 import skimage.io
 
-from segmentation import cli
+from segmentation.quiet import LOG_LEVEL_VARIABLE, quiet_start
+
+# TensorFlow loads here, in every test process (pytest-xdist's controller too): without its start-up lines,
+# and with the environment put back as it was, so the programs the tests start choose their own log level.
+_user_log_level = os.environ.get(LOG_LEVEL_VARIABLE)
+with quiet_start([]):
+    import keras
+
+    from segmentation import cli
+if _user_log_level is None:
+    os.environ.pop(LOG_LEVEL_VARIABLE, None)
 
 HEIGHT, WIDTH = 64, 64
 N_CLASSES = 4
@@ -18,7 +27,13 @@ def pytest_addoption(parser):
                      help="also run the tests marked slow, and the fuzz tests with their full example counts")
 
 
+# The files of the longest end-to-end runs (kill and resume, full disks, the shared training run, the
+# budget's): collected first, so that `make test`'s two processes, a file at a time, end together.
+LONGEST_FILES = ("test_resume.py", "test_faults.py", "test_cli.py", "test_budget.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: give --run-slow to run it")
