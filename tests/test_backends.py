@@ -39,7 +39,8 @@ TRAINED_ATOL = 1e-3
 # Two training steps an epoch: JAX's CPU kernels take seconds a step (docs/speed.md).
 NUM_TRAIN, NUM_TEST = 4, 2
 MODULES = ["model", "resnet", "data_generator"] + [
-    f"segmentation.{name[:-3]}" for name in sorted(os.listdir(os.path.join(ROOT, "segmentation")))
+    f"{package}.{name[:-3]}" for package in ("segmentation", "segmentation.tools")
+    for name in sorted(os.listdir(os.path.join(ROOT, *package.split("."))))
     if name.endswith(".py") and name != "__init__.py"
 ]
 
