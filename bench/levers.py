@@ -107,6 +107,7 @@ def table(records: list[dict], title: str) -> list[tuple[str, ...]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Trains each lever at each seed, prints the table and writes the JSON; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levers", default="baseline,ema,aux",
                         help=f"comma-separated runs of {', '.join(LEVERS)}; the baseline's weights are also "

@@ -109,3 +109,17 @@ def test_accuracy_script_asks_for_the_data_set_in_one_line(tmp_path, capsys):
     assert accuracy.main(["--data-path", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{tmp_path}: no segmentation_train.npy there; write the demo's data" in err
+
+
+@pytest.mark.slow
+def test_levers_script_trains_each_lever_and_evaluates_the_baseline_with_tta(tmp_path):
+    output = tmp_path / "levers.json"
+    command = [sys.executable, "-m", "bench.levers", "--quick", "--minutes", "0.3", "--levers", "baseline,aux",
+               "--output", str(output)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(output.read_text())["runs"]
+    assert [run["lever"] for run in runs] == ["baseline", "aux"]
+    assert all(0 <= run["best_test_miou"] <= 1 and run["epochs"] >= 1 for run in runs)
+    assert set(runs[0]["evaluation_seconds"]) == {"plain", "tta"} and 0 <= runs[0]["tta"]["best_test_miou"] <= 1
+    assert "baseline's weights, --tta" in result.stdout
