@@ -27,13 +27,7 @@ def pytest_addoption(parser):
                      help="also run the tests marked slow, and the fuzz tests with their full example counts")
 
 
-# The files of the longest end-to-end runs (kill and resume, full disks, the shared training run, the
-# budget's): collected first, so that `make test`'s two processes, a file at a time, end together.
-LONGEST_FILES = ("test_resume.py", "test_faults.py", "test_cli.py", "test_budget.py")
-
-
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: give --run-slow to run it")
