@@ -55,6 +55,18 @@ def demo_recipe() -> list[str]:
     return makefile_flags("DEMO_NETWORK", "DEMO_RECIPE")
 
 
+def data_flags(data_path: str | None, work_dir: str, settings: dict) -> list[str]:
+    """A benchmark's data flags: `data_path`, or the demo's data drawn into `work_dir`.
+
+    `settings` gives the size and counts: `height`, `width`, `num_train`, `num_test`.
+    """
+    if data_path is None:
+        data_path = os.path.join(work_dir, "data")
+        make_data(data_path, settings["height"], settings["width"], settings["num_train"], settings["num_test"])
+    return ["--dataset", "synthetic", "--data-path", data_path, "--height", str(settings["height"]),
+            "--width", str(settings["width"])]
+
+
 def run(command: list[str]) -> str:
     """Runs a command from the repository root; returns its stdout.
 

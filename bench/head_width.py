@@ -18,7 +18,7 @@ import re
 import sys
 import tempfile
 
-from bench.demo import REPO_ROOT, demo_recipe, flag_value, make_data, print_and_save, run, without_flag
+from bench.demo import REPO_ROOT, data_flags, demo_recipe, flag_value, print_and_save, run, without_flag
 
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "bench", "head_width.json")
 FULL = {"height": 96, "width": 128, "network": [], "num_train": 300, "num_test": 50, "widths": "32,64,128,256"}
@@ -75,12 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = [*without_flag(demo_recipe(), "--head-filters"), *settings["network"]]
     records = []
     with tempfile.TemporaryDirectory() as work_dir:
-        data_path = args.data_path
-        if data_path is None:
-            data_path = os.path.join(work_dir, "data")
-            make_data(data_path, settings["height"], settings["width"], settings["num_train"], settings["num_test"])
-        common = ["--dataset", "synthetic", "--data-path", data_path, "--height", str(settings["height"]),
-                  "--width", str(settings["width"]), "--seed", "0", "--precision", args.precision,
+        common = [*data_flags(args.data_path, work_dir, settings), "--seed", "0", "--precision", args.precision,
                   "--time-budget", str(args.minutes)]
         for width in widths:
             records.append(measure(width, recipe, common, os.path.join(work_dir, f"head-{width}")))

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from bench.demo import REPO_ROOT, demo_recipe, make_data, print_and_save, run
+from bench.demo import REPO_ROOT, data_flags, demo_recipe, flag_value, print_and_save, run
 
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "bench", "levers.json")
 FULL = {"height": 96, "width": 128, "network": [], "num_train": 300, "num_test": 50}
@@ -81,7 +81,7 @@ def measure(lever: str, seed: int, recipe: list[str], common: list[str], minutes
               "epochs": epochs, **evaluate(common, network, weights, tta=False)}
     if lever == "baseline":
         record["tta"] = evaluate(common, network, weights, tta=True)
-        data_path, height, width = (common[common.index(flag) + 1] for flag in ("--data-path", "--height", "--width"))
+        data_path, height, width = (flag_value(common, flag, "") for flag in ("--data-path", "--height", "--width"))
         timed = TIMED.findall(run([sys.executable, "-c", TIMED_EVALUATION, data_path, height, width, weights,
                                    *recipe]))
         record["evaluation_seconds"] = {("tta" if value == "True" else "plain"): float(seconds)
@@ -124,12 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = [*demo_recipe(), *settings["network"]]
     records = []
     with tempfile.TemporaryDirectory() as work_dir:
-        data_path = args.data_path
-        if data_path is None:
-            data_path = os.path.join(work_dir, "data")
-            make_data(data_path, settings["height"], settings["width"], settings["num_train"], settings["num_test"])
-        common = ["--dataset", "synthetic", "--data-path", data_path, "--height", str(settings["height"]),
-                  "--width", str(settings["width"])]
+        common = data_flags(args.data_path, work_dir, settings)
         for seed in (int(value) for value in args.seeds.split(",")):
             for lever in args.levers.split(","):
                 save_dir = os.path.join(args.save_dir or work_dir, f"{lever}-seed{seed}")
