@@ -7,12 +7,19 @@ main one goes through Conv2D-BN-ReLU and is upsampled back to 1/4 of the input;
 the maps are concatenated, brought to full size by two stride-2 transposed
 convolutions, and classified per pixel by a 1x1 transposed convolution and a
 softmax.
+
+That is the book's decoder (`--decoder book`). The project adds two that join
+the backbone's half- and full-resolution stages to the head after each
+upsampling (the decoder of FCN-8s, U-Net and DeepLabv3+), through narrow 1x1
+projections and a 3x3 convolution, so that edges are drawn from maps that saw
+them: `skip` keeps the transposed convolutions, `bilinear` upsamples
+bilinearly instead.
 """
 
 import keras
 from keras import layers
 
-from resnet import build_resnet, conv_layer
+from resnet import build_resnet, conv_layer, stage_outputs
 from segmentation import batchnorm
 
 # Filters of the head's pyramid convolutions and transposed convolutions (Listing 12.3.2): the book's 256.
@@ -23,6 +30,15 @@ CLASSIFIER_NAME = "pre_activation"
 CONCAT_NAME = "fcn_concat"
 # The output of the training-only auxiliary head (`--aux-loss`).
 AUX_OUTPUT_NAME = "aux_segmentation"
+# `--decoder`: the book's two transposed convolutions; the same with skip connections; bilinear upsampling with them.
+BOOK_DECODER = "book"
+SKIP_DECODER = "skip"
+BILINEAR_DECODER = "bilinear"
+DECODERS = (BOOK_DECODER, SKIP_DECODER, BILINEAR_DECODER)
+# Channels of the skip connections' 1x1 projections of the half- and full-resolution stages (128 and 64 channels).
+SKIP_FILTERS = {"half": 32, "full": 16}
+# The first layer of each skip connection: its name tells a skip decoder's weights from the book's.
+SKIP_PREFIX = "skip_"
 
 
 def tconv_layer(inputs, filters: int = 32, kernel_size: int = 3, strides: int = 2, postfix: str = ""):
@@ -51,8 +67,32 @@ def tconv_layer(inputs, filters: int = 32, kernel_size: int = 3, strides: int = 
     return x
 
 
+def upsample_and_join(x, skip, head_filters: int, bilinear: bool, level: str):
+    """One step of a skip decoder: upsample `x` by 2, join the projected `skip`, fuse with a 3x3 convolution.
+
+    Args:
+        x: tensor. The head's map.
+        skip: tensor. A backbone stage's output at twice `x`'s resolution.
+        head_filters: int. Filters of the upsampling and of the fusing convolution.
+        bilinear: bool. Bilinear upsampling (no weights) instead of a stride-2 transposed convolution.
+        level: str. "half" or "full": the resolution reached, which names the layers and sets the
+            projection's width (`SKIP_FILTERS`).
+
+    Returns:
+        The fused map, `head_filters` channels, at `skip`'s resolution.
+    """
+    postfix = "up_x2" if level == "half" else "up_x4"
+    if bilinear:
+        x = layers.UpSampling2D(size=2, interpolation="bilinear", name=f"{postfix}_bilinear")(x)
+    else:
+        x = tconv_layer(x, head_filters, postfix=postfix)
+    skip = conv_layer(skip, SKIP_FILTERS[level], kernel_size=1, use_maxpool=False, postfix=f"{SKIP_PREFIX}{level}")
+    x = layers.Concatenate(name=f"{SKIP_PREFIX}{level}_concat")([x, skip])
+    return conv_layer(x, head_filters, kernel_size=3, use_maxpool=False, postfix=f"{SKIP_PREFIX}{level}_fuse")
+
+
 def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classes: int = 4,
-              head_filters: int = HEAD_FILTERS) -> keras.Model:
+              head_filters: int = HEAD_FILTERS, decoder: str = BOOK_DECODER) -> keras.Model:
     """Builds the FCN around a backbone that returns a features pyramid.
 
     Args:
@@ -63,13 +103,14 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
         head_filters: int. Filters of each pyramid map's Conv2D and of the two
             stride-2 transposed convolutions (`--head-filters`). Defaults to
             the book's 256; the head's cost grows with its square.
+        decoder: str. One of `DECODERS` (`--decoder`). Defaults to the book's.
 
     Returns:
         A `keras.Model` named `fcn` mapping `(H, W, channels)` images in [0, 1]
         to `(H, W, n_classes)` per-pixel softmax probabilities.
 
     Raises:
-        ValueError: if `n_classes < 2` or `head_filters < 1`.
+        ValueError: if `n_classes < 2`, `head_filters < 1` or the decoder is unknown.
 
     Example:
 
@@ -84,10 +125,18 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
         )
     if head_filters < 1:
         raise ValueError(f"The head needs at least 1 filter. Received: head_filters={head_filters}")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}. Received: decoder={decoder!r}")
+    if decoder != BOOK_DECODER:
+        # The same backbone layers, also returning the full- and half-resolution stages' outputs.
+        full, half, _ = stage_outputs(backbone)
+        backbone = keras.Model(backbone.input, [*backbone.outputs, half, full], name=backbone.name)
 
     # === Layers ===
     inputs = keras.Input(shape=input_shape, name="image")
     features = backbone(inputs)
+    if decoder != BOOK_DECODER:
+        *features, half_feature, full_feature = features
     main_feature, *coarser_features = features
     out_features = [main_feature]
     for level, feature in enumerate(coarser_features, start=1):
@@ -100,8 +149,13 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
         )(feature)
         out_features.append(feature)
     x = layers.Concatenate(name=CONCAT_NAME)(out_features)
-    x = tconv_layer(x, head_filters, postfix="up_x2")
-    x = tconv_layer(x, head_filters, postfix="up_x4")
+    if decoder == BOOK_DECODER:
+        x = tconv_layer(x, head_filters, postfix="up_x2")
+        x = tconv_layer(x, head_filters, postfix="up_x4")
+    else:
+        bilinear = decoder == BILINEAR_DECODER
+        x = upsample_and_join(x, half_feature, head_filters, bilinear, "half")
+        x = upsample_and_join(x, full_feature, head_filters, bilinear, "full")
     x = layers.Conv2DTranspose(
         filters=n_classes,
         kernel_size=1,
@@ -117,9 +171,17 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
     return keras.Model(inputs, outputs, name="fcn")
 
 
+def decoder_of_model(fcn: keras.Model) -> str:
+    """The FCN's decoder (`--decoder`), told from its layers' names."""
+    names = {layer.name for layer in fcn.layers}
+    if not any(name.startswith(SKIP_PREFIX) for name in names):
+        return BOOK_DECODER
+    return BILINEAR_DECODER if "up_x2_bilinear" in names else SKIP_DECODER
+
+
 def build_model(
     input_shape: tuple[int, int, int], n_layers: int = 3, n_classes: int = 4, n: int = 6,
-    head_filters: int = HEAD_FILTERS,
+    head_filters: int = HEAD_FILTERS, decoder: str = BOOK_DECODER,
 ) -> tuple[keras.Model, keras.Model]:
     """Builds the book's backbone and the FCN on top of it.
 
@@ -131,6 +193,7 @@ def build_model(
         n: int. Bottleneck units per backbone stage (depth 9n + 2). Defaults
             to 6 (ResNet56v2).
         head_filters: int. The head's width (`build_fcn`). Defaults to the book's 256.
+        decoder: str. One of `DECODERS` (`build_fcn`). Defaults to the book's.
 
     Returns:
         `(backbone, fcn)`.
@@ -140,7 +203,7 @@ def build_model(
             cannot take.
     """
     backbone = build_resnet(input_shape, n_layers=n_layers, n=n)
-    return backbone, build_fcn(input_shape, backbone, n_classes, head_filters)
+    return backbone, build_fcn(input_shape, backbone, n_classes, head_filters, decoder)
 
 
 def build_training_model(fcn: keras.Model) -> keras.Model:

@@ -5,12 +5,21 @@ reflected padding back to the network's size) are applied identically to the
 image and to its class-index map, the map with nearest-neighbour sampling so
 it keeps whole class indices. Photometric changes (brightness, contrast,
 saturation) touch the image only.
+
+`--augment` alone (`full`) draws all of them; `--augment flip` only the
+mirror image, which costs nothing per step.
 """
 
 import dataclasses
 
 import numpy as np
 import skimage.transform
+
+# `--augment`'s values: none (the book's), every change, the horizontal flip alone.
+NO_AUGMENTATION = "none"
+FULL_AUGMENTATION = "full"
+FLIP_AUGMENTATION = "flip"
+AUGMENTATIONS = (NO_AUGMENTATION, FULL_AUGMENTATION, FLIP_AUGMENTATION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +56,29 @@ class Augmentation:
         """
         if self.flip and rng.random() < 0.5:
             image, class_map = image[:, ::-1], class_map[:, ::-1]
-        low, high = np.log(self.scale)
-        zoom = float(np.exp(rng.uniform(low, high)))
-        if abs(zoom - 1.0) > 1e-3:
-            image, class_map = zoom_and_crop(image, class_map, zoom, rng)
-        image = jitter_colours(image, rng, self.brightness, self.contrast, self.saturation)
+        if self.scale != (1.0, 1.0):
+            low, high = np.log(self.scale)
+            zoom = float(np.exp(rng.uniform(low, high)))
+            if abs(zoom - 1.0) > 1e-3:
+                image, class_map = zoom_and_crop(image, class_map, zoom, rng)
+        if self.brightness or self.contrast or self.saturation:
+            image = jitter_colours(image, rng, self.brightness, self.contrast, self.saturation)
         return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(class_map, dtype=np.uint8)
+
+
+def build_augmentation(kind: str) -> Augmentation | None:
+    """The augmentation `--augment KIND` names: None for `none`, all changes for `full`, the flip alone for `flip`.
+
+    Raises:
+        ValueError: for a kind not in `AUGMENTATIONS`.
+    """
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}. Received: {kind!r}")
+    if kind == NO_AUGMENTATION:
+        return None
+    if kind == FLIP_AUGMENTATION:
+        return Augmentation(flip=True, scale=(1.0, 1.0), brightness=0.0, contrast=0.0, saturation=0.0)
+    return Augmentation()
 
 
 def zoom_and_crop(

@@ -22,7 +22,7 @@ import h5py
 import keras
 import numpy as np
 
-from model import CLASSIFIER_NAME
+from model import BILINEAR_DECODER, BOOK_DECODER, CLASSIFIER_NAME, SKIP_DECODER, decoder_of_model
 from segmentation.atomic import check_free_space, json_writer, staged_file, write_atomically
 from segmentation.config import TrainingSettings, setting_differences
 from segmentation.errors import CheckpointError, UsageError
@@ -288,17 +288,57 @@ def head_filters_of_weights(path: str) -> int | None:
     return found[0] if len(set(found)) == 1 else None
 
 
-def check_head_filters(model: keras.Model, path: str) -> None:
-    """Refuses weights of another head width in one line naming both (`--head-filters`).
+def decoder_of_weights(path: str, model: keras.Model) -> str | None:
+    """The decoder (`--decoder`) a weights file was trained with, None where the file does not tell.
+
+    A Keras 3 file lists the FCN's own layers (the backbone's are nested) under `layers/` by type:
+    the bilinear decoder has one transposed convolution (the classifier), the others three; the skip
+    decoders have four more convolutions than the book's (two projections, two fusing convolutions).
+    The book's Keras 2 files name their layers, and no layer of the book's is named `skip_`.
+
+    Args:
+        path: str. The weights file.
+        model: keras.Model. The FCN the file is to be loaded into, whose pyramid sets the book's
+            convolution count.
+    """
+    try:
+        with h5py.File(path, "r") as file:
+            if "layers" not in file:
+                names: list[str] = []
+                file.visit(names.append)
+                return None if any("skip_" in name for name in names) else BOOK_DECODER
+            groups = list(file["layers"].keys())
+    except (OSError, ValueError):
+        return None
+    transposed = sum(name.startswith("conv2d_transpose") for name in groups)
+    convolutions = sum(name.startswith("conv2d") for name in groups) - transposed
+    built = sum(isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.Conv2DTranspose)
+                for layer in model.layers)
+    book_convolutions = built - (0 if decoder_of_model(model) == BOOK_DECODER else 4)
+    if transposed == 1 and convolutions == book_convolutions + 4:
+        return BILINEAR_DECODER
+    if transposed == 3:
+        return {book_convolutions: BOOK_DECODER, book_convolutions + 4: SKIP_DECODER}.get(convolutions)
+    return None
+
+
+def check_head(model: keras.Model, path: str) -> None:
+    """Refuses weights of another head width (`--head-filters`) or decoder (`--decoder`) in one line naming both.
 
     Raises:
-        UsageError: if the file's classifier says it was trained with another width.
+        UsageError: if the file says it was trained with another width or decoder.
     """
     trained, built = head_filters_of_weights(path), head_filters_of_model(model)
     if trained is not None and trained != built:
         raise UsageError(
             f"{path}: these weights have a {trained}-filter head and the network a {built}-filter one; "
             f"give --head-filters {trained} to load them."
+        )
+    trained, built = decoder_of_weights(path, model), decoder_of_model(model)
+    if trained is not None and trained != built:
+        raise UsageError(
+            f"{path}: these weights have the {trained} decoder and the network the {built} one; "
+            f"give --decoder {trained} to load them."
         )
 
 
@@ -312,7 +352,7 @@ def restore_weights(model: keras.Model, path: str) -> None:
     Raises:
         UsageError: if the file is unreadable or does not fit the model.
     """
-    check_head_filters(model, path)
+    check_head(model, path)
     try:
         with warnings.catch_warnings():
             # Keras warns per mismatched sublayer before raising; the error says it once.
@@ -336,7 +376,7 @@ def restore_for_fine_tuning(model: keras.Model, path: str) -> list[str]:
     Raises:
         UsageError: if the file is unreadable, or layers other than the classifier do not fit.
     """
-    check_head_filters(model, path)
+    check_head(model, path)
     layers = [layer for layer in model.layers if layer.weights]
     initial = {layer.name: layer.get_weights() for layer in layers}
     for layer in layers:

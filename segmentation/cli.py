@@ -28,7 +28,7 @@ import keras
 from data_generator import DataGenerator
 from model import build_model, configure_batchnorm
 from segmentation import backend
-from segmentation.augment import Augmentation
+from segmentation.augment import build_augmentation
 from segmentation.checkpoints import (
     TrainingState,
     read_best_metrics,
@@ -158,7 +158,7 @@ def choose_precision(config: RunConfig, state_path: str) -> str:
 def build_network(config: RunConfig, n_classes: int) -> tuple[keras.Model, keras.Model]:
     """The backbone and the FCN (Listing 12.3.1), with `--bn-momentum` and `--remat` applied."""
     backbone, fcn = build_model(config.input_shape, n_layers=config.layers, n_classes=n_classes, n=config.n,
-                                head_filters=config.head_filters)
+                                head_filters=config.head_filters, decoder=config.decoder)
     # Under JAX one program computes each layer's statistics over the global batch: nothing to synchronize.
     synchronized = config.distributed and backend.is_tensorflow()
     configure_batchnorm(fcn, config.bn_momentum, synchronized=synchronized)
@@ -236,7 +236,7 @@ def train_and_report(config: RunConfig, fcn: keras.Model, data: Data, state: Tra
                                                            class_weights)))
     train_data = DataGenerator(
         data.train, config.data_path, batch_size=config.batch_size, shuffle=True, seed=state.shuffle_seed,
-        augmentation=Augmentation() if config.augment else None, passes=config.passes, workers=config.workers,
+        augmentation=build_augmentation(config.augment), passes=config.passes, workers=config.workers,
         size=(config.height, config.width), fit_size=config.fit_size,
     )
     # Ignored pixels (255 in a mask, the padding of --fit-size crop) are left out of the loss's mean.

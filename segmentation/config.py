@@ -8,9 +8,10 @@ weights and its resume state; its defaults are what a state written before a set
 import dataclasses
 import math
 
-from model import HEAD_FILTERS
+from model import BOOK_DECODER, HEAD_FILTERS
 from resnet import check_input_shape
 from segmentation import backend
+from segmentation.augment import FULL_AUGMENTATION, NO_AUGMENTATION
 from segmentation.classes import split_class_names
 from segmentation.errors import UsageError
 from segmentation.paths import TEST_LABELS, TRAIN_LABELS
@@ -36,6 +37,7 @@ class RunConfig:
     layers: int = 3
     depth: int = 56
     head_filters: int = HEAD_FILTERS
+    decoder: str = BOOK_DECODER
     # The data.
     data_path: str = "dataset/drinks"
     train_labels: str = TRAIN_LABELS
@@ -54,7 +56,7 @@ class RunConfig:
     remat: str = REMAT_AUTO
     bn_momentum: float = 0.99
     passes: int = 1
-    augment: bool = False
+    augment: str = NO_AUGMENTATION
     class_weights: str = "none"
     loss: str = "ce"
     distribute: str = "none"
@@ -63,6 +65,7 @@ class RunConfig:
     aux_loss: float | None = None
     patience: int | None = None
     tta: bool = False
+    precise_bn: bool = False
     # Inputs and outputs.
     save_dir: str = "weights"
     restore_weights: str | None = None
@@ -143,7 +146,8 @@ class TrainingSettings:
     test_labels: str = _setting(must_match=False)
     # The book's head: what runs saved before `--head-filters` existed trained.
     head_filters: int = _setting(BOOK.head_filters)
-    augment: bool = _setting(BOOK.augment)
+    decoder: str = _setting(BOOK.decoder)
+    augment: str = _setting(BOOK.augment)
     class_weights: str = _setting(BOOK.class_weights)
     loss: str = _setting(BOOK.loss)
     # The book's arithmetic: what runs saved before `--precision auto` trained in.
@@ -157,6 +161,8 @@ class TrainingSettings:
     # The weights a run saves: averaged (--ema), trained with an auxiliary head (--aux-loss).
     ema: float | None = _setting(BOOK.ema)
     aux_loss: float | None = _setting(BOOK.aux_loss)
+    # Moving statistics recomputed over the training images before each evaluation (--precise-bn).
+    precise_bn: bool = _setting(BOOK.precise_bn)
     # When the run stops and how it scores: --resume may change them.
     patience: int | None = _setting(BOOK.patience, must_match=False)
     tta: bool = _setting(BOOK.tta, must_match=False)
@@ -168,11 +174,17 @@ class TrainingSettings:
         return dataclasses.asdict(self)
 
 
+# Values of runs saved before a setting took its present form: `--augment` was a switch.
+LEGACY_VALUES = {"augment": {True: FULL_AUGMENTATION, False: NO_AUGMENTATION}}
+
+
 def recorded_setting(settings: dict, name: str) -> object:
     """A setting of a stored record, or what a run saved before that setting existed ran with (None if none)."""
     field = {field.name: field for field in dataclasses.fields(TrainingSettings)}[name]
     default = None if field.default is dataclasses.MISSING else field.default
-    return settings.get(name, default)
+    value = settings.get(name, default)
+    legacy = LEGACY_VALUES.get(name, {})
+    return legacy.get(value, value) if isinstance(value, bool) else value
 
 
 def setting_differences(saved: dict, current: TrainingSettings) -> list[str]:
@@ -199,7 +211,8 @@ def check_actions(config: RunConfig) -> None:
         raise UsageError("--tensorboard is used with --train.")
     if config.time_budget is not None and not config.train:
         raise UsageError("--time-budget is used with --train.")
-    for flag, value in (("--ema", config.ema), ("--aux-loss", config.aux_loss), ("--patience", config.patience)):
+    for flag, value in (("--ema", config.ema), ("--aux-loss", config.aux_loss), ("--patience", config.patience),
+                        ("--precise-bn", config.precise_bn or None)):
         if value is not None and not config.train:
             raise UsageError(f"{flag} is used with --train.")
     if config.tta and not (config.train or config.evaluate or config.predict_dir):

@@ -9,6 +9,8 @@ the program's (`errors.report_error`), `fcn-12.3.1.py: error: <message>`.
 import argparse
 from typing import NoReturn
 
+from model import DECODERS
+from segmentation.augment import AUGMENTATIONS, FULL_AUGMENTATION
 from segmentation.config import BOOK, EXPORT_FORMATS, FIT_SIZES
 from segmentation.distribution import DISTRIBUTE_CHOICES
 from segmentation.errors import EXIT_BAD_INPUT
@@ -97,6 +99,13 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training recipe")
     group.add_argument("--depth", type=int, default=BOOK.depth, metavar="D",
                        help="ResNet v2 depth, 9n+2; the book's backbone is ResNet56v2 (default: %(default)s)")
+    group.add_argument("--decoder", choices=DECODERS, default=BOOK.decoder,
+                       help="how the head brings the 1/4 map to full size: 'book', two stride-2 transposed "
+                            "convolutions; 'skip', the same with the backbone's half- and full-resolution stages "
+                            "joined after each (narrow 1x1 projections, then a 3x3 convolution), so edges are "
+                            "drawn from the maps that saw them; 'bilinear', skip connections with bilinear "
+                            "upsampling and a 3x3 convolution instead of the transposed convolutions; weights "
+                            "load only into a network of their decoder (default: %(default)s)")
     group.add_argument("--head-filters", type=int, default=BOOK.head_filters, metavar="F",
                        help="filters of the head's pyramid convolutions and of its two transposed convolutions, "
                             "which cost most of the network's arithmetic: the book's 256, or 64 for a network "
@@ -122,9 +131,10 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--class-weights", choices=CLASS_WEIGHTS, default=BOOK.class_weights,
                        help="'auto': weight each class's cross-entropy by median-frequency balancing, for rare "
                             "foreground (default: %(default)s, as in the book)")
-    group.add_argument("--augment", action="store_true",
-                       help="random flips, scale/crop and colour jitter of the training images, masks moved "
-                            "with them (default: off, as in the book)")
+    group.add_argument("--augment", nargs="?", choices=AUGMENTATIONS, default=BOOK.augment, const=FULL_AUGMENTATION,
+                       help="random changes of the training images, masks moved with them: 'full' (or --augment "
+                            "alone) flips, scale/crop and colour jitter; 'flip' only mirrors left to right, at no "
+                            "cost per step, for short runs (default: %(default)s, as in the book)")
     group.add_argument("--bn-momentum", type=float, default=BOOK.bn_momentum, metavar="M",
                        help="BatchNormalization's moving-statistics momentum; 0.9 for a few dozen images "
                             "(default: %(default)s, Keras' and the book's)")
@@ -142,6 +152,10 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--patience", type=int, default=BOOK.patience, metavar="N",
                        help="with --train: stop when the selection mIoU has not improved for N epochs in a row "
                             "(default: off, train every epoch)")
+    group.add_argument("--precise-bn", action="store_true",
+                       help="with --train: recompute the BatchNormalization moving statistics over the training "
+                            "images (a forward pass, no gradients) before each evaluation, so an epoch's score and "
+                            "its saved weights do not hang on its last batches (default: off, as in the book)")
     group.add_argument("--tta", action="store_true",
                        help="test-time augmentation: average each prediction with that of the image flipped left "
                             "to right (twice the network's work) in --evaluate, --predict-dir and the per-epoch "

@@ -169,12 +169,13 @@ def plan_training(
         logger.info("Resuming %s after epoch %d of %d (best mIoU so far %.4f)",
                     files.state, state.epochs_done, planned, state.best_miou)
         return state
-    trained_width = recorded_setting(record.get("settings", {}), "head_filters") if record else settings.head_filters
-    if trained_width != settings.head_filters and not overwrite:
+    recorded = record.get("settings", {}) if record else settings.as_record()
+    trained = (recorded_setting(recorded, "head_filters"), recorded_setting(recorded, "decoder"))
+    if trained != (settings.head_filters, settings.decoder) and not overwrite:
         raise UsageError(
-            f"{files.weights}: best weights of a {trained_width}-filter head are in the way of this run's "
-            f"{settings.head_filters}-filter network; move them away, choose another --save-dir, or give "
-            "--overwrite to replace them."
+            f"{files.weights}: best weights of a {trained[0]}-filter head with the {trained[1]} decoder are in the "
+            f"way of this run's {settings.head_filters}-filter network with the {settings.decoder} decoder; move "
+            "them away, choose another --save-dir, or give --overwrite to replace them."
         )
     if os.path.isfile(files.state) and not overwrite:
         earlier = read_training_state(files.state)

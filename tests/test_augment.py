@@ -5,6 +5,7 @@ import pytest
 
 from data_generator import DataGenerator
 from segmentation.augment import Augmentation, zoom_and_crop
+from segmentation.config import recorded_setting
 
 PALETTE = np.array([[0.1, 0.1, 0.1], [0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9]], dtype=np.float32)
 
@@ -88,3 +89,10 @@ def test_generator_augments_training_batches_reproducibly_and_never_evaluation(b
     plain = DataGenerator(labels, data_path, batch_size=2, shuffle=True, seed=7)
     plain.on_epoch_end()
     np.testing.assert_array_equal(eval_x, plain.batch_class_maps(0)[0])
+
+
+def test_a_run_saved_when_augment_was_a_switch_reads_as_full_or_none():
+    assert recorded_setting({"augment": True}, "augment") == "full"
+    assert recorded_setting({"augment": False}, "augment") == "none"
+    assert recorded_setting({}, "augment") == "none"
+    assert recorded_setting({"augment": "flip"}, "augment") == "flip"

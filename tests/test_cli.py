@@ -162,7 +162,7 @@ def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_datase
     assert "Class weights (median-frequency balancing): background" in out
     assert "Recomputing the backbone's stages one at a time in the backward pass (--remat all)" in out
     record = json.loads((tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")).read_text())
-    expected = {"augment": True, "class_weights": "auto", "loss": "ce+dice", "precision": "float32",
+    expected = {"augment": "full", "class_weights": "auto", "loss": "ce+dice", "precision": "float32",
                 "bn_momentum": 0.9, "passes": 2}
     assert record["settings"] | expected == record["settings"]
     assert np.isfinite(record["test_miou"])
@@ -170,7 +170,7 @@ def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_datase
     status, _, err = run_cli(["--train", "--epochs", "2", "--seed", "0", "--resume", *common])
     assert status == 2
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "augment True (now False)" in lines[0] and "loss 'ce+dice' (now 'ce')" in lines[0]
+    assert len(lines) == 1 and "augment 'full' (now 'none')" in lines[0] and "loss 'ce+dice' (now 'ce')" in lines[0]
 
 
 def test_precision_auto_records_this_machines_policy_and_resumes_with_the_saved_one(book_dataset, tmp_path,
