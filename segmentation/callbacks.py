@@ -60,10 +60,13 @@ class AccuracyCallback(keras.callbacks.Callback):
             Defaults to None, the fitted model.
         tta: bool. `--tta`: evaluate with flip-averaged predictions. Defaults
             to False.
+        before_evaluation: callable or None. Called with the network just
+            before each evaluation, on the weights evaluated and saved
+            (`--precise-bn`'s `precise_bn.PreciseStatistics`). Defaults to None.
 
     When the optimizer keeps a moving average of the weights (`--ema`), the
-    average is what is evaluated and saved; training goes on from the raw
-    weights.
+    average is what is evaluated and saved (and what `before_evaluation`
+    sees); training goes on from the raw weights.
     """
 
     def __init__(
@@ -78,11 +81,13 @@ class AccuracyCallback(keras.callbacks.Callback):
         split: str = "test",
         network: keras.Model | None = None,
         tta: bool = False,
+        before_evaluation: Callable[[keras.Model], None] | None = None,
     ):
         super().__init__()
         self.split = split
         self.network = network
         self.tta = tta
+        self.before_evaluation = before_evaluation
         self.test_generator = test_generator
         self.weights_path = weights_path
         self.save_dir = save_dir
@@ -98,6 +103,8 @@ class AccuracyCallback(keras.callbacks.Callback):
 
     def _evaluate_and_save(self, epoch: int, logs: dict | None) -> None:
         network = self.network or self.model
+        if self.before_evaluation is not None:
+            self.before_evaluation(network)
         scores = evaluate_dataset(network, self.test_generator, tta=self.tta)
         miou, pixel_accuracy = scores.mean_iou, scores.mean_pixel_accuracy
         if logs is not None:

@@ -254,7 +254,7 @@ def train_and_report(config: RunConfig, fcn: keras.Model, data: Data, state: Tra
         learning_rate=config.learning_rate, lr_schedule=config.lr_schedule, jit_compile=config.jit_compile,
         resume=config.resume, verbose=config.verbose, split=data.selection_split,
         tensorboard_dir=config.tensorboard, deadline=deadline, ema=config.ema, aux_loss=config.aux_loss,
-        patience=config.patience, tta=config.tta,
+        patience=config.patience, tta=config.tta, precise_bn=config.precise_bn,
     )
     train(fcn, train_data, selection_data, state, files, options)
     report_training(fcn, files, state.history, test_data, config.tta)

@@ -5,8 +5,9 @@ run also decides, before anything is written, whether it starts afresh, resumes
 a saved state or must refuse (`plan_training`), and after the fit draws
 `report.png` of its best weights (`report_training`). Options off by default
 change what is fitted and saved: a moving average of the weights (`--ema`), a
-training-only auxiliary head (`--aux-loss`), early stopping (`--patience`) and
-flip-averaged evaluation (`--tta`).
+training-only auxiliary head (`--aux-loss`), early stopping (`--patience`),
+flip-averaged evaluation (`--tta`) and BatchNormalization statistics recomputed
+over the training images before each evaluation (`--precise-bn`).
 """
 
 import dataclasses
@@ -44,6 +45,7 @@ from segmentation.distribution import prepare_for_fit
 from segmentation.errors import Terminated, TrainingInterrupted, UsageError
 from segmentation.evaluation import evaluate_dataset
 from segmentation.paths import RunFiles, best_metrics_path
+from segmentation.precise_bn import PreciseStatistics, check_one_device, count_statistics_batches
 from segmentation.report import write_training_report
 from segmentation.schedules import STEP_SCHEDULES, LearningRateLogger, WarmupCosine, get_lr_schedule
 
@@ -76,6 +78,8 @@ class FitOptions:
         patience: int or None. `--patience`: stop after this many epochs without a better
             selection mIoU. Defaults to None (every epoch).
         tta: bool. `--tta`: evaluate each epoch with flip-averaged predictions. Defaults to False.
+        precise_bn: bool. `--precise-bn`: before each evaluation, recompute the BatchNormalization
+            statistics over the training images (`precise_bn`). Defaults to False.
     """
 
     loss: keras.losses.Loss | str
@@ -91,6 +95,7 @@ class FitOptions:
     aux_loss: float | None = None
     patience: int | None = None
     tta: bool = False
+    precise_bn: bool = False
 
 
 class RepeatedTargets(keras.utils.PyDataset):
@@ -284,9 +289,12 @@ def train(
             progress bar, TensorBoard and the `--time-budget` deadline.
 
     Raises:
+        UsageError: for `options.precise_bn` within a distribution strategy (`--distribute`).
         TrainingInterrupted: on Ctrl-C (the state of the last completed epoch is kept).
         NonFiniteLossError: when the loss or weights become NaN or infinite.
     """
+    if options.precise_bn:
+        check_one_device()
     # Replay the completed epochs' reshuffles, so a resumed run sees the order it would have seen.
     for _ in range(state.epochs_done):
         train_data.on_epoch_end()
@@ -305,16 +313,27 @@ def train(
                 train_data.batch_size, len(train_data.labels.masks), "Validation" if split == "val" else "Test",
                 len(selection_data.labels.masks))
     logger.info("Best weights: %s  Last state (for --resume): %s", files.weights, files.state)
+    precise_statistics = None
+    evaluation_batches = len(selection_data)
+    if options.precise_bn:
+        precise_statistics = PreciseStatistics(train_data)
+        num_statistics_batches = count_statistics_batches(train_data)
+        # A forward pass per batch: the budget counts them in the epoch's evaluation.
+        evaluation_batches += num_statistics_batches
+        logger.info("--precise-bn: each evaluation first recomputes the BatchNormalization statistics over %d "
+                    "training images (%d batches of %d, unaugmented)", num_statistics_batches * train_data.batch_size,
+                    num_statistics_batches, train_data.batch_size)
     accuracy = AccuracyCallback(
         selection_data, files.weights, files.save_dir, best_miou=state.best_miou, settings=state.settings,
         miou_history=miou_history, mpla_history=mpla_history, split=split, network=fcn, tta=options.tta,
+        before_evaluation=precise_statistics,
     )
     def record_plan(plan: Plan) -> None:
         state.epochs, state.total_steps = plan.epochs, plan.total_steps
 
     budget = []
     if options.deadline is not None:
-        budget = [TimeBudget(options.deadline, len(train_data), len(selection_data), state.epochs, step_schedule,
+        budget = [TimeBudget(options.deadline, len(train_data), evaluation_batches, state.epochs, step_schedule,
                              on_plan=record_plan)]
     elif state.total_steps is not None:
         # A resumed budgeted run: the planned steps, its last epoch as short as planned.

@@ -1,0 +1,169 @@
+"""`--precise-bn` (project addition to Listing 12.3.3): BatchNormalization statistics of the training images.
+
+During training each BatchNormalization layer follows its batches' mean and variance with a moving
+average (`--bn-momentum`, e.g. 0.9): at batch 4 that average is mostly the epoch's last few
+batches, so the per-epoch evaluation, which normalizes with it, swings with them. With
+`--precise-bn` the moving mean and variance are recomputed before each per-epoch evaluation as the
+population statistics of the network being evaluated: the average of the batch means and of the
+batch variances over the first `MAX_IMAGES` training images of the epoch's order, unaugmented, in
+batches of `--batch-size` (statistics are per batch, as in training), as Detectron2's
+`update_bn_stats` does ([Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021](
+https://arxiv.org/abs/2105.07576)). It is one forward pass in training mode per batch, without
+gradients; every other variable stays as it is. Under `--ema` it runs on the averaged weights, the
+ones evaluated and saved. The statistics stay in the model afterwards, and so in the resume state:
+training normalizes with each batch's own statistics, so they change nothing it learns, and the next
+evaluation recomputes them.
+"""
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Iterator
+
+import keras
+import numpy as np
+
+from data_generator import DataGenerator
+from segmentation import backend
+from segmentation.errors import UsageError
+from segmentation.fitting import random_crop
+
+logger = logging.getLogger(__name__)
+
+# Detectron2 recomputes over 200 iterations; at batch 4, 200 images are 50 forward passes, under a third of
+# the cost of a training epoch on the demo's 300 images (a forward pass is about a third of a step).
+MAX_IMAGES = 200
+
+
+def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer of `model`, nested models (the backbone) searched too."""
+    return [layer for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@contextlib.contextmanager
+def _without_gradients() -> Iterator[None]:
+    """No gradient bookkeeping for the block: PyTorch records every op on trainable weights unless told not to."""
+    if backend.name() != backend.TORCH:
+        # TensorFlow records only under a GradientTape, JAX only inside `jax.grad`.
+        yield
+        return
+    import torch
+
+    with torch.no_grad():
+        yield
+
+
+def recompute_batchnorm_statistics(model: keras.Model, batches: Iterable) -> int:
+    """Sets each BatchNormalization layer's moving mean and variance to their averages over `batches`.
+
+    Batch k (from 0) is passed through `model` in training mode with each layer's momentum set to
+    k / (k + 1), so the layer's own update, `moving = momentum * moving + (1 - momentum) * batch`,
+    keeps the running mean of the k + 1 batch statistics: all layers in one forward pass per batch.
+    The result is the mean of the batch means and the mean of the batch variances, each as the layer
+    computes it in training (`batchnorm.BatchNormalization`'s fused kernel divides the variance by
+    N - 1, Keras' own layer by N). The momenta are put back afterwards, also on an error. No
+    gradients are taken and no other variable changes; a non-trainable (frozen) layer keeps its
+    statistics, as in training. Without any batch nothing changes.
+
+    Args:
+        model: keras.Model. The network; its layers must not be synchronized (one device).
+        batches: iterable of float arrays `(N, H, W, 3)`. The images, in batches of the training size.
+
+    Returns:
+        The number of batches passed through.
+
+    Raises:
+        ValueError: if a BatchNormalization layer is synchronized (`--distribute`), whose
+            statistics this single-device pass cannot reproduce.
+
+    Example:
+
+    >>> recompute_batchnorm_statistics(fcn, (images[i : i + 4] for i in range(0, 200, 4)))
+    50
+    """
+    layers = batchnorm_layers(model)
+    synchronized = [layer.name for layer in layers if layer.synchronized]
+    if synchronized:
+        raise ValueError("Precise BatchNormalization statistics are computed on one device; these layers are "
+                         f"synchronized across replicas: {', '.join(synchronized)}")
+    momenta = [layer.momentum for layer in layers]
+    count = 0
+    try:
+        with _without_gradients():
+            for count, images in enumerate(batches, start=1):
+                for layer in layers:
+                    layer.momentum = (count - 1) / count
+                model(images, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return count
+
+
+def statistics_batches(data: DataGenerator, max_images: int = MAX_IMAGES) -> Iterator[np.ndarray]:
+    """The training images the statistics are taken over: the first batches of `data`'s current order.
+
+    As many whole batches of `data.batch_size` as hold `max_images` distinct images (at least one
+    batch), read without augmentation; with `--fit-size crop` each image gives one random window of
+    the network's input size, as in training, drawn from a generator seeded by the batch.
+
+    Args:
+        data: DataGenerator. The training batches.
+        max_images: int. At most this many images, unless one batch is larger. Defaults to `MAX_IMAGES`.
+
+    Yields:
+        float32 arrays `(batch_size, height, width, 3)`.
+    """
+    for index in range(count_statistics_batches(data, max_images)):
+        images, class_maps = data.batch_class_maps(index)
+        if data.fit_size == "crop":
+            rng = np.random.default_rng(index)
+            images = np.stack([random_crop(image, class_map, data.height, data.width, rng)[0]
+                               for image, class_map in zip(images, class_maps)])
+        yield images
+
+
+def count_statistics_batches(data: DataGenerator, max_images: int = MAX_IMAGES) -> int:
+    """How many batches `statistics_batches` yields."""
+    return min(max(1, min(max_images, len(data.labels.keys)) // data.batch_size), len(data))
+
+
+def check_one_device() -> None:
+    """Refuses `--precise-bn` within a distribution strategy: it is not computed across replicas.
+
+    Raises:
+        UsageError: inside a `tf.distribute` strategy's scope or a `keras.distribution` one.
+    """
+    distributed = keras.distribution.distribution() is not None
+    if backend.is_tensorflow():
+        distributed = distributed or backend.import_tensorflow().distribute.has_strategy()
+    if distributed:
+        raise UsageError("--precise-bn recomputes the statistics on one device: leave out --distribute, or "
+                         "--precise-bn.")
+
+
+class PreciseStatistics:
+    """Recomputes a network's BatchNormalization statistics over the training images when called.
+
+    Given as `AccuracyCallback(before_evaluation=...)`, so it runs on the weights the epoch's
+    evaluation scores and saves (the averaged ones under `--ema`). The first pass's cost is logged
+    at `--verbose 2`.
+
+    Args:
+        data: DataGenerator. The training batches, read in their current order.
+        max_images: int. Images per pass. Defaults to `MAX_IMAGES`.
+    """
+
+    def __init__(self, data: DataGenerator, max_images: int = MAX_IMAGES):
+        self.data = data
+        self.max_images = max_images
+        self.seconds: list[float] = []
+
+    def __call__(self, network: keras.Model) -> None:
+        started = time.monotonic()
+        batches = recompute_batchnorm_statistics(network, statistics_batches(self.data, self.max_images))
+        self.seconds.append(time.monotonic() - started)
+        if len(self.seconds) == 1:
+            logger.debug("--precise-bn: BatchNormalization statistics recomputed over %d batch(es) of %d training "
+                         "images in %.1f s", batches, self.data.batch_size, self.seconds[0])
