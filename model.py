@@ -12,8 +12,8 @@ That is the book's decoder (`--decoder book`). The project adds two that join
 the backbone's half- and full-resolution stages to the head after each
 upsampling (the decoder of FCN-8s, U-Net and DeepLabv3+), through narrow 1x1
 projections and a 3x3 convolution, so that edges are drawn from maps that saw
-them: `skip` keeps the transposed convolutions, `bilinear` upsamples
-bilinearly instead.
+them, at most 32 channels wide at full resolution: `skip` keeps the
+transposed convolutions, `bilinear` upsamples bilinearly instead.
 """
 
 import keras
@@ -26,6 +26,10 @@ from segmentation import batchnorm
 HEAD_FILTERS = 256
 # The classifier: its filters are the classes (the one layer that depends on the class count).
 CLASSIFIER_NAME = "pre_activation"
+# The pyramid maps' convolutions are named PYRAMID_PREFIX + their scale; the first one's filters are the head's
+# width (`--head-filters`) whatever the decoder.
+PYRAMID_PREFIX = "conv_fcn_"
+HEAD_WIDTH_LAYER = f"{PYRAMID_PREFIX}8"
 # The layer that joins the pyramid's maps; its first input is the backbone's main feature map.
 CONCAT_NAME = "fcn_concat"
 # The output of the training-only auxiliary head (`--aux-loss`).
@@ -37,6 +41,11 @@ BILINEAR_DECODER = "bilinear"
 DECODERS = (BOOK_DECODER, SKIP_DECODER, BILINEAR_DECODER)
 # Channels of the skip connections' 1x1 projections of the half- and full-resolution stages (128 and 64 channels).
 SKIP_FILTERS = {"half": 32, "full": 16}
+# Each decoder's (transposed convolutions, convolutions besides the pyramid's), the classifier counted: how a
+# weights file, which lists layers by type only, tells its decoder.
+DECODER_LAYER_COUNTS = {BOOK_DECODER: (3, 0), SKIP_DECODER: (3, 4), BILINEAR_DECODER: (1, 5)}
+# The most channels a skip decoder computes at full resolution.
+FULL_RESOLUTION_FILTERS = 32
 # The first layer of each skip connection: its name tells a skip decoder's weights from the book's.
 SKIP_PREFIX = "skip_"
 
@@ -67,28 +76,51 @@ def tconv_layer(inputs, filters: int = 32, kernel_size: int = 3, strides: int = 
     return x
 
 
-def upsample_and_join(x, skip, head_filters: int, bilinear: bool, level: str):
+def upsample_and_join(x, skip, filters: int, bilinear: bool, level: str):
     """One step of a skip decoder: upsample `x` by 2, join the projected `skip`, fuse with a 3x3 convolution.
 
     Args:
         x: tensor. The head's map.
         skip: tensor. A backbone stage's output at twice `x`'s resolution.
-        head_filters: int. Filters of the upsampling and of the fusing convolution.
+        filters: int. Filters of the upsampling transposed convolution and of the fusing convolution.
         bilinear: bool. Bilinear upsampling (no weights) instead of a stride-2 transposed convolution.
         level: str. "half" or "full": the resolution reached, which names the layers and sets the
             projection's width (`SKIP_FILTERS`).
 
     Returns:
-        The fused map, `head_filters` channels, at `skip`'s resolution.
+        The fused map, `filters` channels, at `skip`'s resolution.
     """
     postfix = "up_x2" if level == "half" else "up_x4"
     if bilinear:
         x = layers.UpSampling2D(size=2, interpolation="bilinear", name=f"{postfix}_bilinear")(x)
     else:
-        x = tconv_layer(x, head_filters, postfix=postfix)
+        x = tconv_layer(x, filters, postfix=postfix)
     skip = conv_layer(skip, SKIP_FILTERS[level], kernel_size=1, use_maxpool=False, postfix=f"{SKIP_PREFIX}{level}")
     x = layers.Concatenate(name=f"{SKIP_PREFIX}{level}_concat")([x, skip])
-    return conv_layer(x, head_filters, kernel_size=3, use_maxpool=False, postfix=f"{SKIP_PREFIX}{level}_fuse")
+    return conv_layer(x, filters, kernel_size=3, use_maxpool=False, postfix=f"{SKIP_PREFIX}{level}_fuse")
+
+
+def skip_decoder(x, half, full, head_filters: int, bilinear: bool):
+    """The skip decoders (`--decoder skip` or `bilinear`): from the 1/4 map to full size, the stages joined on the way.
+
+    The full-resolution steps are at most `FULL_RESOLUTION_FILTERS` wide, where each channel costs the
+    most. The bilinear decoder first brings the joined pyramid to `head_filters` channels with a 3x3
+    convolution at 1/4 resolution, so that it upsamples a narrow map.
+
+    Args:
+        x: tensor. The joined pyramid at 1/4 of the input.
+        half: tensor. The backbone's half-resolution stage.
+        full: tensor. The backbone's full-resolution stage.
+        head_filters: int. `--head-filters`.
+        bilinear: bool. Bilinear upsampling instead of transposed convolutions.
+
+    Returns:
+        The full-resolution map the classifier reads.
+    """
+    if bilinear:
+        x = conv_layer(x, head_filters, kernel_size=3, use_maxpool=False, postfix=f"{SKIP_PREFIX}quarter_reduce")
+    x = upsample_and_join(x, half, head_filters, bilinear, "half")
+    return upsample_and_join(x, full, min(head_filters, FULL_RESOLUTION_FILTERS), bilinear, "full")
 
 
 def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classes: int = 4,
@@ -142,7 +174,7 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
     for level, feature in enumerate(coarser_features, start=1):
         # Level 1 is the 1/8 map (named fcn_8), upsampled by 2 back to 1/4.
         upsampling = 2**level
-        postfix = f"fcn_{4 * upsampling}"
+        postfix = f"fcn_{4 * upsampling}"  # named PYRAMID_PREFIX + scale by conv_layer
         feature = conv_layer(feature, filters=head_filters, use_maxpool=False, postfix=postfix)
         feature = layers.UpSampling2D(
             size=upsampling, interpolation="bilinear", name=f"{postfix}_up2d"
@@ -153,9 +185,7 @@ def build_fcn(input_shape: tuple[int, int, int], backbone: keras.Model, n_classe
         x = tconv_layer(x, head_filters, postfix="up_x2")
         x = tconv_layer(x, head_filters, postfix="up_x4")
     else:
-        bilinear = decoder == BILINEAR_DECODER
-        x = upsample_and_join(x, half_feature, head_filters, bilinear, "half")
-        x = upsample_and_join(x, full_feature, head_filters, bilinear, "full")
+        x = skip_decoder(x, half_feature, full_feature, head_filters, bilinear=decoder == BILINEAR_DECODER)
     x = layers.Conv2DTranspose(
         filters=n_classes,
         kernel_size=1,

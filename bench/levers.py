@@ -1,34 +1,42 @@
-"""Training and evaluation levers one at a time, at equal time: `--ema`, `--aux-loss`, `--tta`.
+"""Training and evaluation levers, alone or stacked, at equal time: `--decoder`, `--loss`, `--augment flip`, ...
 
     python3 -m bench.levers                                   # 4 minutes a run, seed 0
     python3 -m bench.levers --minutes 4 --seeds 0,1,2 --levers ema,aux
+    python3 -m bench.levers --minutes 8 --levers baseline,skip,skip+flip+lovasz   # levers stacked with +
     python3 -m bench.levers --data-path dataset/synthetic     # the demo's data set, made by `make demo`
     python3 -m bench.levers --quick                           # a smoke run (64x64, depth 11)
 
 Each run is the demo's recipe (the Makefile's `DEMO_NETWORK` and `DEMO_RECIPE`) trained through the
-command line with `--time-budget MINUTES` and `--seed S`, alone (the baseline) or with one lever added;
-its best weights are then evaluated with `--evaluate`. `--tta` changes no training: the baseline's best
-weights are evaluated with and without it, and the evaluation of the test set alone (the network built
-and its weights loaded beforehand) is timed for both. The table gives the best test mIoU (the book's, per
-image), the data-set-level IoU of each class, the epochs trained and the wall time; the figures go to
-`bench/levers.json`.
+command line with `--time-budget MINUTES` and `--seed S`, alone (the baseline) or with levers added
+(`skip+flip`: both); its best weights are then evaluated with `--evaluate`. `--tta` changes no training:
+the baseline's best weights are evaluated with and without it, and the evaluation of the test set alone
+(the network built and its weights loaded beforehand) is timed for both. The table gives the best test
+mIoU (the book's, per image), the data-set-level IoU of each class, the epochs trained, the seconds a
+training step (the median of the epochs' progress-bar figures after the first) and the wall time; the
+figures go to `bench/levers.json`.
 """
 
 import argparse
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
 
 from bench.demo import REPO_ROOT, data_flags, demo_recipe, flag_value, print_and_save, run
+from bench.step_overhead import epoch_step_seconds
 
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "bench", "levers.json")
 FULL = {"height": 96, "width": 128, "network": [], "num_train": 300, "num_test": 50}
 QUICK = {"height": 64, "width": 64, "network": ["--depth", "11", "--layers", "1", "--head-filters", "8"],
          "num_train": 16, "num_test": 4}
-# Each lever's flags, added to the demo's recipe.
-LEVERS = {"baseline": [], "ema": ["--ema", "0.99"], "aux": ["--aux-loss", "0.4"]}
+# Each lever's flags, added to the demo's recipe (a later flag overrides the recipe's).
+LEVERS = {
+    "baseline": [], "ema": ["--ema", "0.99"], "aux": ["--aux-loss", "0.4"],
+    "skip": ["--decoder", "skip"], "bilinear": ["--decoder", "bilinear"], "flip": ["--augment", "flip"],
+    "lovasz": ["--loss", "ce+lovasz"], "precise-bn": ["--precise-bn"],
+}
 # The evaluation's class table: "water bottle     0.3927          16883          20811".
 CLASS_ROW = re.compile(r"^(\S.*?)\s+(\d\.\d{4})\s+\d+\s+\d+$", re.MULTILINE)
 BOOK_MIOU = re.compile(r"mIoU \(book, mean of per-image mIoU\): (\d\.\d+)")
@@ -67,18 +75,35 @@ def evaluate(common: list[str], network: list[str], weights: str, tta: bool) -> 
             "class_iou": {name.strip(): float(value) for name, value in CLASS_ROW.findall(output)}}
 
 
+def lever_flags(lever: str) -> list[str]:
+    """The flags of `lever`, levers joined by `+` (`skip+flip`) stacked in that order.
+
+    Raises:
+        SystemExit: for a name not in `LEVERS`.
+    """
+    flags = []
+    for name in lever.split("+"):
+        if name not in LEVERS:
+            raise SystemExit(f"--levers: no lever {name!r}; the levers are {', '.join(LEVERS)}")
+        flags += LEVERS[name]
+    return flags
+
+
 def measure(lever: str, seed: int, recipe: list[str], common: list[str], minutes: float, save_dir: str) -> dict:
     """Trains one lever (or the baseline) for `minutes` and evaluates its best weights; returns its record."""
-    network = [*recipe, "--save-dir", save_dir]
+    # The decoder is the network's: evaluating the weights needs it too.
+    network = [*recipe, "--decoder", flag_value(lever_flags(lever), "--decoder", "book"), "--save-dir", save_dir]
     started = time.monotonic()
-    run([sys.executable, "fcn-12.3.1.py", "--train", *common, *network, *LEVERS[lever], "--seed", str(seed),
-         "--time-budget", str(minutes)])
+    output = run([sys.executable, "fcn-12.3.1.py", "--train", *common, *network, *lever_flags(lever), "--seed",
+                  str(seed), "--time-budget", str(minutes)])
     wall = time.monotonic() - started
+    steps = [step for _, step in epoch_step_seconds(output)[1:]]
     with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
         epochs = sum(1 for _ in file) - 1
     weights = os.path.join(save_dir, next(name for name in os.listdir(save_dir) if name.endswith(".weights.h5")))
-    record = {"lever": lever, "seed": seed, "flags": " ".join(LEVERS[lever]), "train_seconds": wall,
-              "epochs": epochs, **evaluate(common, network, weights, tta=False)}
+    record = {"lever": lever, "seed": seed, "flags": " ".join(lever_flags(lever)), "train_seconds": wall,
+              "epochs": epochs, "step_seconds": statistics.median(steps) if steps else None,
+              **evaluate(common, network, weights, tta=False)}
     if lever == "baseline":
         record["tta"] = evaluate(common, network, weights, tta=True)
         data_path, height, width = (flag_value(common, flag, "") for flag in ("--data-path", "--height", "--width"))
@@ -92,15 +117,16 @@ def measure(lever: str, seed: int, recipe: list[str], common: list[str], minutes
 def table(records: list[dict], title: str) -> list[tuple[str, ...]]:
     """The Markdown rows: one per run, and the baseline's weights with `--tta`."""
     classes = list(records[0]["class_iou"])
-    rows = [(title, "seed", "epochs", "train s", "eval s", "best test mIoU", *classes)]
+    rows = [(title, "seed", "epochs", "s/step", "train s", "eval s", "best test mIoU", *classes)]
     for record in records:
         seconds = record.get("evaluation_seconds", {})
         rows.append((record["lever"] + (f" ({record['flags']})" if record["flags"] else ""), str(record["seed"]),
-                     str(record["epochs"]), f"{record['train_seconds']:.0f}",
+                     str(record["epochs"]), f"{record['step_seconds']:.3f}" if record["step_seconds"] else "",
+                     f"{record['train_seconds']:.0f}",
                      f"{seconds['plain']:.2f}" if seconds else "", f"{record['best_test_miou']:.3f}",
                      *(f"{record['class_iou'][name]:.2f}" for name in classes)))
         if "tta" in record:
-            rows.append(("baseline's weights, --tta", str(record["seed"]), "", "", f"{seconds['tta']:.2f}",
+            rows.append(("baseline's weights, --tta", str(record["seed"]), "", "", "", f"{seconds['tta']:.2f}",
                          f"{record['tta']['best_test_miou']:.3f}",
                          *(f"{record['tta']['class_iou'][name]:.2f}" for name in classes)))
     return rows

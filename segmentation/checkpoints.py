@@ -22,7 +22,15 @@ import h5py
 import keras
 import numpy as np
 
-from model import BILINEAR_DECODER, BOOK_DECODER, CLASSIFIER_NAME, SKIP_DECODER, decoder_of_model
+from model import (
+    BOOK_DECODER,
+    CLASSIFIER_NAME,
+    DECODER_LAYER_COUNTS,
+    HEAD_WIDTH_LAYER,
+    PYRAMID_PREFIX,
+    SKIP_PREFIX,
+    decoder_of_model,
+)
 from segmentation.atomic import check_free_space, json_writer, staged_file, write_atomically
 from segmentation.config import TrainingSettings, setting_differences
 from segmentation.errors import CheckpointError, UsageError
@@ -32,6 +40,8 @@ STATE_FORMAT = 1
 # HDF5's metadata in a `.weights.h5` file: per variable, and per file (with room to spare).
 HDF5_BYTES_PER_VARIABLE = 4096
 HDF5_BYTES_PER_FILE = 1 << 20
+# Where a Keras 3 weights file keeps the kernel of the FCN's first pyramid convolution (`HEAD_WIDTH_LAYER`).
+KERAS3_HEAD_WIDTH_KERNEL = "layers/conv2d/vars/0"
 @dataclasses.dataclass
 class TrainingState:
     """What `--resume` needs besides the weights and optimizer variables.
@@ -261,27 +271,30 @@ def resolve_weights_path(name: str, save_dir: str) -> tuple[str, str]:
 
 
 def head_filters_of_model(model: keras.Model) -> int:
-    """The FCN's head width (`--head-filters`): the input channels of its classifier."""
-    return int(model.get_layer(CLASSIFIER_NAME).kernel.shape[-1])
+    """The FCN's head width (`--head-filters`): the filters of its first pyramid convolution."""
+    return int(model.get_layer(HEAD_WIDTH_LAYER).kernel.shape[-1])
 
 
 def head_filters_of_weights(path: str) -> int | None:
     """The head width a weights file was trained with, None where the file does not tell.
 
-    The classifier is the network's one 1x1 transposed convolution: its kernel, `(1, 1, classes,
-    head filters)`, is found by its Keras 3 path (`layers/conv2d_transpose_N/vars/0`) or by the
-    book's Keras 2 layer name (`pre_activation`).
+    A Keras 3 file lists the FCN's own layers under `layers/` by type, its first convolution, the first
+    pyramid map's (`layers/conv2d/vars/0`), first; its kernel is `(3, 3, channels, head filters)`. The
+    book's Keras 2 files have the book's decoder, whose classifier (`pre_activation`), the network's one
+    1x1 transposed convolution, has the kernel `(1, 1, classes, head filters)`.
     """
     found: list[int] = []
 
     def visit(name: str, item: object) -> None:
         shape = getattr(item, "shape", None)
-        if (shape is not None and len(shape) == 4 and shape[:2] == (1, 1)
-                and ("conv2d_transpose" in name or CLASSIFIER_NAME in name)):
+        if shape is not None and len(shape) == 4 and shape[:2] == (1, 1) and CLASSIFIER_NAME in name:
             found.append(int(shape[-1]))
 
     try:
         with h5py.File(path, "r") as file:
+            if "layers" in file:
+                kernel = file.get(KERAS3_HEAD_WIDTH_KERNEL)
+                return int(kernel.shape[-1]) if kernel is not None and len(kernel.shape) == 4 else None
             file.visititems(visit)
     except (OSError, ValueError):
         return None
@@ -291,35 +304,28 @@ def head_filters_of_weights(path: str) -> int | None:
 def decoder_of_weights(path: str, model: keras.Model) -> str | None:
     """The decoder (`--decoder`) a weights file was trained with, None where the file does not tell.
 
-    A Keras 3 file lists the FCN's own layers (the backbone's are nested) under `layers/` by type:
-    the bilinear decoder has one transposed convolution (the classifier), the others three; the skip
-    decoders have four more convolutions than the book's (two projections, two fusing convolutions).
-    The book's Keras 2 files name their layers, and no layer of the book's is named `skip_`.
+    A Keras 3 file lists the FCN's own layers (the backbone's are nested) under `layers/` by type only:
+    its counts of transposed and other convolutions, less the pyramid's, name the decoder
+    (`model.DECODER_LAYER_COUNTS`). The book's Keras 2 files name their layers, and no layer of the book's is
+    named `skip_`.
 
     Args:
         path: str. The weights file.
-        model: keras.Model. The FCN the file is to be loaded into, whose pyramid sets the book's
-            convolution count.
+        model: keras.Model. The FCN the file is to be loaded into, whose pyramid convolutions are counted.
     """
     try:
         with h5py.File(path, "r") as file:
             if "layers" not in file:
                 names: list[str] = []
                 file.visit(names.append)
-                return None if any("skip_" in name for name in names) else BOOK_DECODER
+                return None if any(SKIP_PREFIX in name for name in names) else BOOK_DECODER
             groups = list(file["layers"].keys())
     except (OSError, ValueError):
         return None
     transposed = sum(name.startswith("conv2d_transpose") for name in groups)
-    convolutions = sum(name.startswith("conv2d") for name in groups) - transposed
-    built = sum(isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.Conv2DTranspose)
-                for layer in model.layers)
-    book_convolutions = built - (0 if decoder_of_model(model) == BOOK_DECODER else 4)
-    if transposed == 1 and convolutions == book_convolutions + 4:
-        return BILINEAR_DECODER
-    if transposed == 3:
-        return {book_convolutions: BOOK_DECODER, book_convolutions + 4: SKIP_DECODER}.get(convolutions)
-    return None
+    pyramid = sum(layer.name.startswith(PYRAMID_PREFIX) for layer in model.layers)
+    counts = (transposed, sum(name.startswith("conv2d") for name in groups) - transposed - pyramid)
+    return next((decoder for decoder, decoder_counts in DECODER_LAYER_COUNTS.items() if decoder_counts == counts), None)
 
 
 def check_head(model: keras.Model, path: str) -> None:

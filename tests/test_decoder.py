@@ -1,10 +1,20 @@
 """--decoder: the book's head by default; skip connections from the half- and full-resolution stages on demand."""
 
+import keras
 import numpy as np
 import pytest
 from conftest import HEIGHT, WIDTH
 
-from model import BILINEAR_DECODER, BOOK_DECODER, DECODERS, SKIP_DECODER, SKIP_FILTERS, build_model, decoder_of_model
+from model import (
+    BOOK_DECODER,
+    DECODER_LAYER_COUNTS,
+    DECODERS,
+    FULL_RESOLUTION_FILTERS,
+    SKIP_DECODER,
+    SKIP_FILTERS,
+    build_model,
+    decoder_of_model,
+)
 from segmentation.augment import build_augmentation
 from segmentation.checkpoints import decoder_of_weights, read_best_metrics, restore_weights
 from segmentation.errors import UsageError
@@ -21,32 +31,38 @@ def conv_bn_parameters(kernel: int, inputs: int, filters: int) -> int:
     return kernel * kernel * inputs * filters + filters + 4 * filters
 
 
-def skip_parameters(filters: int, half_inputs: int) -> int:
-    """What the two skip connections add: a 1x1 projection and a 3x3 fusing convolution per resolution."""
-    total = 0
-    for level, fused_inputs in (("half", half_inputs), ("full", filters)):
-        total += conv_bn_parameters(1, STAGE_CHANNELS[level], SKIP_FILTERS[level])
-        total += conv_bn_parameters(3, fused_inputs + SKIP_FILTERS[level], filters)
-    return total
+def decoder_parameters(decoder: str, filters: int) -> int:
+    """What the decoder's layers and the classifier (4 classes) weigh, from the 1/4 map (256 backbone channels and one
+    pyramid map) to full size."""
+    concat = 256 + filters
+    full = min(filters, FULL_RESOLUTION_FILTERS)
+    if decoder == BOOK_DECODER:
+        return conv_bn_parameters(3, concat, filters) + conv_bn_parameters(3, filters, filters) + 4 * filters + 4
+    projections = sum(conv_bn_parameters(1, STAGE_CHANNELS[level], SKIP_FILTERS[level]) for level in STAGE_CHANNELS)
+    fuse_half = conv_bn_parameters(3, filters + SKIP_FILTERS["half"], filters)
+    if decoder == SKIP_DECODER:
+        upsampling = conv_bn_parameters(3, concat, filters) + conv_bn_parameters(3, filters, full)
+        fuse_full = conv_bn_parameters(3, full + SKIP_FILTERS["full"], full)
+    else:
+        # Bilinear upsampling has no weights and keeps the channels; a 3x3 convolution first narrows the 1/4 map.
+        upsampling = conv_bn_parameters(3, concat, filters)
+        fuse_full = conv_bn_parameters(3, filters + SKIP_FILTERS["full"], full)
+    return projections + fuse_half + fuse_full + upsampling + 4 * full + 4
 
 
+@pytest.mark.parametrize("filters", [8, 64])
 @pytest.mark.parametrize("decoder", DECODERS)
-def test_each_decoder_builds_with_its_parameter_count_and_the_input_s_size(decoder):
-    filters = 8
+def test_each_decoder_builds_with_its_parameter_count_and_the_input_s_size(decoder, filters):
     _, book = build_model((HEIGHT, WIDTH, 3), n_layers=1, n=1, head_filters=filters)
     _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n=1, head_filters=filters, decoder=decoder)
-    # The 1/4 map joins the backbone's 256 channels and one pyramid map's `filters`.
-    concat = 256 + filters
-    first_tconv, second_tconv = conv_bn_parameters(3, concat, filters), conv_bn_parameters(3, filters, filters)
-    expected = {
-        BOOK_DECODER: book.count_params(),
-        SKIP_DECODER: book.count_params() + skip_parameters(filters, half_inputs=filters),
-        # No transposed convolutions: the half-resolution convolution fuses the upsampled 1/4 map itself.
-        BILINEAR_DECODER: book.count_params() - first_tconv - second_tconv + skip_parameters(filters, concat),
-    }[decoder]
+    expected = book.count_params() - decoder_parameters(BOOK_DECODER, filters) + decoder_parameters(decoder, filters)
     assert fcn.count_params() == expected
     assert fcn.output_shape == (None, HEIGHT, WIDTH, 4)
     assert decoder_of_model(fcn) == decoder
+    # What a weights file's layer counts tell the decoder by.
+    transposed = sum(isinstance(layer, keras.layers.Conv2DTranspose) for layer in fcn.layers)
+    convolutions = sum(type(layer) is keras.layers.Conv2D for layer in fcn.layers) - 1  # less the pyramid's
+    assert DECODER_LAYER_COUNTS[decoder] == (transposed, convolutions)
     probabilities = fcn(np.random.default_rng(0).random((1, HEIGHT, WIDTH, 3), dtype=np.float32), training=False)
     np.testing.assert_allclose(np.asarray(probabilities).sum(-1), 1.0, rtol=1e-5)
 
