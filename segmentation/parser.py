@@ -127,7 +127,9 @@ def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
                             "--epochs) and a 'cosine' schedule ends at the last of them (default: no budget)")
     group.add_argument("--loss", choices=LOSSES, default=BOOK.loss,
                        help="'ce': the book's categorical cross-entropy; 'ce+dice': plus the soft Dice loss, "
-                            "which scores overlap whatever a class's size (default: %(default)s)")
+                            "which scores overlap whatever a class's size; 'ce+lovasz': plus the Lovász-softmax "
+                            "loss per image over the classes it holds, a surrogate of the book's mIoU "
+                            "(default: %(default)s)")
     group.add_argument("--class-weights", choices=CLASS_WEIGHTS, default=BOOK.class_weights,
                        help="'auto': weight each class's cross-entropy by median-frequency balancing, for rare "
                             "foreground (default: %(default)s, as in the book)")
