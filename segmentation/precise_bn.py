@@ -8,8 +8,8 @@ population statistics of the network being evaluated: the average of the batch m
 batch variances over the first `MAX_IMAGES` training images of the epoch's order, unaugmented, in
 batches of `--batch-size` (statistics are per batch, as in training), as Detectron2's
 `update_bn_stats` does ([Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021](
-https://arxiv.org/abs/2105.07576)). It is one forward pass in training mode per batch, without
-gradients; every other variable stays as it is. Under `--ema` it runs on the averaged weights, the
+https://arxiv.org/abs/2105.07576)). It is one compiled forward pass in training mode per batch,
+without gradients; every other variable stays as it is. Under `--ema` it runs on the averaged weights, the
 ones evaluated and saved. The statistics stay in the model afterwards, and so in the resume state:
 training normalizes with each batch's own statistics, so they change nothing it learns, and the next
 evaluation recomputes them.
@@ -42,62 +42,113 @@ def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization
 
 
 @contextlib.contextmanager
-def _without_gradients() -> Iterator[None]:
-    """No gradient bookkeeping for the block: PyTorch records every op on trainable weights unless told not to."""
-    if backend.name() != backend.TORCH:
-        # TensorFlow records only under a GradientTape, JAX only inside `jax.grad`.
+def _zero_momentum(layers: list[keras.layers.BatchNormalization]) -> Iterator[None]:
+    """Momentum 0 for the block, so a training call's new moving statistics are its batch's; then put back."""
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
         yield
-        return
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
+def _compiled(function):
+    """`function` compiled for the backend (a TensorFlow graph, `jax.jit`); under PyTorch, without autograd."""
+    if backend.is_tensorflow():
+        return backend.import_tensorflow().function(function)
+    if backend.name() == backend.JAX:
+        import jax
+
+        return jax.jit(function)
     import torch
 
-    with torch.no_grad():
-        yield
+    return torch.no_grad()(function)
 
 
-def recompute_batchnorm_statistics(model: keras.Model, batches: Iterable) -> int:
+class BatchStatistics:
+    """Each BatchNormalization layer's batch mean and variance of a batch of images, as in training.
+
+    One compiled training-mode forward pass of `model`, stateless (`Model.stateless_call`): no
+    variable is read back or assigned, no gradient is taken. The statistics are what the layer's
+    training call would average into its moving mean and variance (`batchnorm.BatchNormalization`'s
+    fused kernel divides the variance by N - 1, Keras' own layer by N). The pass is compiled on the
+    first call, each layer's momentum 0 around every call (the compiled pass keeps it).
+
+    Args:
+        model: keras.Model. Its layers must not be synchronized (one device).
+
+    Raises:
+        ValueError: if a BatchNormalization layer is synchronized (`--distribute`), whose
+            statistics this single-device pass cannot reproduce.
+    """
+
+    def __init__(self, model: keras.Model):
+        # A frozen layer keeps its statistics in training too.
+        self.layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
+        synchronized = [layer.name for layer in self.layers if layer.synchronized]
+        if synchronized:
+            raise ValueError("Precise BatchNormalization statistics are computed on one device; these layers are "
+                             f"synchronized across replicas: {', '.join(synchronized)}")
+        self.model = model
+        position = {id(variable): index for index, variable in enumerate(model.non_trainable_variables)}
+        self._positions = [position[id(variable)] for layer in self.layers
+                           for variable in (layer.moving_mean, layer.moving_variance)]
+        self._forward = _compiled(self._statistics)
+
+    def moving_variables(self) -> list[keras.Variable]:
+        """Each layer's moving mean and moving variance, in the order `__call__` returns their statistics."""
+        return [variable for layer in self.layers for variable in (layer.moving_mean, layer.moving_variance)]
+
+    def _statistics(self, trainable_values: list, non_trainable_values: list, images) -> list:
+        _, new_values = self.model.stateless_call(trainable_values, non_trainable_values, images, training=True)
+        return [new_values[index] for index in self._positions]
+
+    def __call__(self, images: np.ndarray) -> list:
+        """The batch mean and variance of each layer in turn (`moving_variables`' order) for `images`."""
+        with _zero_momentum(self.layers):
+            return self._forward([variable.value for variable in self.model.trainable_variables],
+                                 [variable.value for variable in self.model.non_trainable_variables], images)
+
+
+def recompute_batchnorm_statistics(model: keras.Model, batches: Iterable,
+                                   statistics: BatchStatistics | None = None) -> int:
     """Sets each BatchNormalization layer's moving mean and variance to their averages over `batches`.
 
-    Batch k (from 0) is passed through `model` in training mode with each layer's momentum set to
-    k / (k + 1), so the layer's own update, `moving = momentum * moving + (1 - momentum) * batch`,
-    keeps the running mean of the k + 1 batch statistics: all layers in one forward pass per batch.
-    The result is the mean of the batch means and the mean of the batch variances, each as the layer
-    computes it in training (`batchnorm.BatchNormalization`'s fused kernel divides the variance by
-    N - 1, Keras' own layer by N). The momenta are put back afterwards, also on an error. No
-    gradients are taken and no other variable changes; a non-trainable (frozen) layer keeps its
-    statistics, as in training. Without any batch nothing changes.
+    Each batch goes once through `model` in training mode, all layers at once (`BatchStatistics`);
+    each layer's moving mean becomes the mean of its batch means, its moving variance the mean of
+    its batch variances (Detectron2's `update_bn_stats`). Nothing else changes: no other variable,
+    no momentum, no gradient; a non-trainable (frozen) layer keeps its statistics, as in training.
+    Without any batch nothing changes.
 
     Args:
         model: keras.Model. The network; its layers must not be synchronized (one device).
         batches: iterable of float arrays `(N, H, W, 3)`. The images, in batches of the training size.
+        statistics: BatchStatistics or None. `model`'s compiled pass, kept from an earlier call to
+            save compiling it again. Defaults to None (compiled here).
 
     Returns:
         The number of batches passed through.
 
     Raises:
-        ValueError: if a BatchNormalization layer is synchronized (`--distribute`), whose
-            statistics this single-device pass cannot reproduce.
+        ValueError: if a BatchNormalization layer is synchronized (`--distribute`).
 
     Example:
 
     >>> recompute_batchnorm_statistics(fcn, (images[i : i + 4] for i in range(0, 200, 4)))
     50
     """
-    layers = batchnorm_layers(model)
-    synchronized = [layer.name for layer in layers if layer.synchronized]
-    if synchronized:
-        raise ValueError("Precise BatchNormalization statistics are computed on one device; these layers are "
-                         f"synchronized across replicas: {', '.join(synchronized)}")
-    momenta = [layer.momentum for layer in layers]
+    statistics = statistics or BatchStatistics(model)
+    sums = None
     count = 0
-    try:
-        with _without_gradients():
-            for count, images in enumerate(batches, start=1):
-                for layer in layers:
-                    layer.momentum = (count - 1) / count
-                model(images, training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
+    for images in batches:
+        values = statistics(images)
+        sums = values if sums is None else [keras.ops.add(total, value) for total, value in zip(sums, values)]
+        count += 1
+    if sums is not None:
+        for variable, total in zip(statistics.moving_variables(), sums):
+            variable.assign(keras.ops.divide(total, count))
     return count
 
 
@@ -159,10 +210,14 @@ class PreciseStatistics:
         self.data = data
         self.max_images = max_images
         self.seconds: list[float] = []
+        self._statistics: BatchStatistics | None = None
 
     def __call__(self, network: keras.Model) -> None:
         started = time.monotonic()
-        batches = recompute_batchnorm_statistics(network, statistics_batches(self.data, self.max_images))
+        if self._statistics is None or self._statistics.model is not network:
+            self._statistics = BatchStatistics(network)
+        batches = recompute_batchnorm_statistics(network, statistics_batches(self.data, self.max_images),
+                                                 self._statistics)
         self.seconds.append(time.monotonic() - started)
         if len(self.seconds) == 1:
             logger.debug("--precise-bn: BatchNormalization statistics recomputed over %d batch(es) of %d training "

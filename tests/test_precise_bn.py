@@ -16,6 +16,7 @@ from segmentation.errors import UsageError
 from segmentation.images import read_image
 from segmentation.labels import load_labels
 from segmentation.precise_bn import batchnorm_layers, recompute_batchnorm_statistics, statistics_batches
+from segmentation.remat import recompute_in_backward
 
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
         "--head-filters", "8", "--precision", "float32", "--jit-compile", "off", "--seed", "0"]
@@ -136,6 +137,21 @@ def test_the_fcn_statistics_depend_on_the_weights_and_images_only():
     assert_all_equal(other_variables(fcn), before)
 
 
+def test_a_recomputed_backbone_gives_the_same_statistics():
+    # --remat (on by default at the book's size) changes how the backbone's training call runs.
+    backbone, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n=1, head_filters=8)
+    batches = [np.random.default_rng(3).random((2, HEIGHT, WIDTH, 3), dtype=np.float32)]
+    recompute_batchnorm_statistics(fcn, batches)
+    plain = statistics(fcn)
+    recompute_in_backward(backbone, "all")
+    for layer in batchnorm_layers(fcn):
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, "float32"))
+    recompute_batchnorm_statistics(fcn, batches)
+    for (mean, variance), (mean_again, variance_again) in zip(plain, statistics(fcn)):
+        np.testing.assert_allclose(mean_again, mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(variance_again, variance, rtol=1e-5, atol=1e-6)
+
+
 def test_the_batches_are_the_first_training_images_unaugmented(book_dataset):
     data_path, _ = book_dataset
     labels = load_labels(os.path.join(data_path, "segmentation_train.npy"), data_path, HEIGHT, WIDTH)
@@ -165,10 +181,10 @@ def recorded_passes(monkeypatch):
     passes = []
     recompute = precise_bn.recompute_batchnorm_statistics
 
-    def recording(model, batches):
+    def recording(model, batches, *args):
         batches = [np.array(images) for images in batches]
         passes.append(batches)
-        return recompute(model, batches)
+        return recompute(model, batches, *args)
 
     monkeypatch.setattr(precise_bn, "recompute_batchnorm_statistics", recording)
     return passes
