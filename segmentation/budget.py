@@ -5,11 +5,18 @@ which builds the compiled step, left out), estimates the per-epoch evaluation fr
 the number of optimizer steps that fit before the deadline, each epoch's evaluation counted and the
 time of the report written after training kept back. The plan is made in steps, so the last epoch
 may be shorter than the others (it ends, as every epoch does, with its evaluation). It is made
-again from the pace of the latest steps and the timed evaluation, and changed whenever what fits
-moves, either way: after each epoch to what fits then, and inside an epoch as soon as the steps
-left would end past the deadline. A run the machine slows down is cut, one that speeds up trains
-longer. Each time, a step schedule (`--lr-schedule cosine`) is resized to end on the new last step,
-so the learning rate reaches 0 there.
+again at the first epoch's end, with its evaluation timed, and after that changed only when the
+run has truly left it (a noisy pace moves no plan, so a steady run's plan changes at most twice):
+
+- cut, inside an epoch as soon as it happens, when the steps left would end past the deadline even
+  at a pace faster than the latest by the noise (`PACE_TOLERANCE`, more if the steps vary more);
+- extended when the pace is faster than the one the plan was made at by more than the noise, and a
+  whole epoch more fits;
+- topped up when the plan's last epoch comes next, to spend the time that the planning margin kept
+  free: once, perhaps adding epochs, and if so once more, within the last epoch.
+
+Each time, a step schedule (`--lr-schedule cosine`) is resized to end on the new last step, so the
+learning rate reaches 0 there.
 """
 
 import collections
@@ -28,9 +35,19 @@ logger = logging.getLogger(__name__)
 
 # Steps timed after the first one before the first plan.
 CALIBRATION_STEPS = 4
-# The pace is the median of this many latest steps (no evaluation inside): a few slow steps move no plan,
-# and a lasting slowdown shows within ten steps.
+# The latest pace is the median of this many latest steps (no evaluation inside): a few slow steps move no
+# plan, and a lasting slowdown shows within ten steps. It is what a cut is judged by.
 PACE_WINDOW = 16
+# Plans are made, and extended, at the slower of the latest pace and the median of this many latest steps:
+# a speed-up counts once it has lasted half as long, and a few fast steps extend nothing.
+STEADY_PACE_WINDOW = 64
+# A change of pace smaller than this share is taken for noise. A plan is cut only when its steps would overrun
+# even this much faster than the latest pace, and extended only when the pace is this much faster than the
+# one it was made at. With the planning margin, a latest pace up to 15 % slower than the plan's cuts nothing,
+# and an overrun too small to cut today is cut later, as the steps left (and so the tolerance) shrink.
+PACE_TOLERANCE = 0.10
+# ... or this many standard errors of the latest pace, if that is more: steps that vary more move it more.
+NOISE_STANDARD_ERRORS = 3.0
 # Evaluating a batch costs about this share of a training step (a forward pass of three).
 EVALUATION_SHARE = 0.4
 # Kept back for the report after training, besides its evaluation of the best weights: the figure.
@@ -147,28 +164,54 @@ class TimeBudget(keras.callbacks.Callback):
         self.on_plan = on_plan
         self.clock = clock
         self.plan: Plan | None = None
-        self._step_times: collections.deque[float] = collections.deque(maxlen=PACE_WINDOW)
+        self._step_times: collections.deque[float] = collections.deque(maxlen=STEADY_PACE_WINDOW)
         self._steps_done = 0
         self._epoch_started = 0.0
         self._last_step_end = 0.0
         self._evaluation_seconds = 0.0
         self._boundary_seconds = 0.0
         self._evaluation_timed = False
+        # The pace the plan was made at, and whether its last change was a top-up.
+        self._plan_pace = 0.0
+        self._topped_up = False
 
     def _seconds_left(self) -> float:
         """Time to the deadline, less the report's (an evaluation and the figure)."""
         return self.deadline - self.clock() - REPORT_SECONDS - self._evaluation_seconds
 
-    def _step_seconds(self) -> float:
-        return statistics.median(self._step_times)
+    def _latest_pace(self) -> float:
+        """Time of a step: the median of the latest `PACE_WINDOW` steps."""
+        return statistics.median(list(self._step_times)[-PACE_WINDOW:])
 
-    def _fitting_steps(self) -> int:
-        return plan_steps(self._seconds_left(), self._step_seconds(), self._evaluation_seconds,
+    def _steady_pace(self) -> float:
+        """Time of a step to plan with: the slower of the latest pace and the median of `STEADY_PACE_WINDOW`."""
+        return max(self._latest_pace(), statistics.median(self._step_times))
+
+    def _pace_tolerance(self) -> float:
+        """The share by which the pace may move as noise: `PACE_TOLERANCE`, or more if the steps vary more.
+
+        `NOISE_STANDARD_ERRORS` standard errors of the latest pace (a median of `PACE_WINDOW` steps). The
+        steps' spread is taken from their interquartile range, which a few very slow steps do not widen.
+        """
+        if len(self._step_times) < 4:
+            return PACE_TOLERANCE
+        first, _, third = statistics.quantiles(self._step_times, n=4)
+        # A normal spread with that interquartile range; a median's standard error is sqrt(pi / 2) a mean's.
+        deviation = (third - first) / 1.349
+        standard_error = math.sqrt(math.pi / 2) * deviation / math.sqrt(PACE_WINDOW)
+        return max(PACE_TOLERANCE, NOISE_STANDARD_ERRORS * standard_error / statistics.median(self._step_times))
+
+    def _fitting_steps(self, step_seconds: float) -> int:
+        """The run's steps that fit at `step_seconds` a step, with the planning margin."""
+        return plan_steps(self._seconds_left(), step_seconds, self._evaluation_seconds,
                           self.steps_per_epoch, self._steps_done, self.max_steps)
 
-    def _set_plan(self, total_steps: int, level: int) -> None:
+    def _set_plan(self, total_steps: int, step_seconds: float, level: int, top_up: bool = False) -> None:
+        """Makes `total_steps` the plan, made at `step_seconds` a step; says so at logging `level`."""
         earlier = self.plan
         self.plan = Plan(total_steps, self.steps_per_epoch)
+        self._plan_pace = step_seconds
+        self._topped_up = top_up
         if self.schedule is not None:
             self.schedule.set_total_steps(total_steps)
         if self.on_plan is not None:
@@ -177,10 +220,15 @@ class TimeBudget(keras.callbacks.Callback):
         logger.log(
             level,
             "Time budget: %.3f s a step, %.1f s an evaluation, %.0f s left: %d step(s) in all%s, %d epoch(s) of "
-            "%d%s", self._step_seconds(), self._evaluation_seconds, self._seconds_left(), total_steps, changed,
+            "%d%s", step_seconds, self._evaluation_seconds, self._seconds_left(), total_steps, changed,
             self.plan.epochs, self.steps_per_epoch,
             f", the learning rate decaying to 0 at step {total_steps}" if self.schedule is not None else "",
         )
+
+    def _plan_afresh(self, level: int) -> None:
+        """Plans the steps that fit at the steady pace, whatever the plan was."""
+        pace = self._steady_pace()
+        self._set_plan(self._fitting_steps(pace), pace, level)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._steps_done = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
@@ -192,7 +240,7 @@ class TimeBudget(keras.callbacks.Callback):
             self._step_times.append(now - self._last_step_end)
         elif self._evaluation_timed:
             # Between epochs: the evaluation, and what follows it (the state saved, the next epoch started).
-            self._boundary_seconds = max(0.0, now - self._last_step_end - self._step_seconds())
+            self._boundary_seconds = max(0.0, now - self._last_step_end - self._latest_pace())
             self._evaluation_seconds = max(self._evaluation_seconds, self._boundary_seconds)
         self._last_step_end = now
         self._steps_done += 1
@@ -202,20 +250,65 @@ class TimeBudget(keras.callbacks.Callback):
             if not self._step_times:
                 # A one-step epoch: the only time there is, which overestimates.
                 self._step_times.append(now - self._epoch_started)
-            self._evaluation_seconds = self.evaluation_batches * self._step_seconds() * EVALUATION_SHARE
+            self._evaluation_seconds = self.evaluation_batches * self._steady_pace() * EVALUATION_SHARE
             # Said again at the first epoch's end, with its evaluation timed: not inside the progress bar.
-            self._set_plan(self._fitting_steps(), logging.DEBUG)
+            self._plan_afresh(logging.DEBUG)
         elif self._overruns():
             # Slower than planned: cut now, not at the epoch's end, so the deadline holds.
-            self._set_plan(self._fitting_steps(), logging.DEBUG)
+            self._cut()
         if self._steps_done >= self.plan.total_steps:
             self.model.stop_training = True
 
     def _overruns(self) -> bool:
-        """Whether the steps left of the plan, at the latest pace and without margin, end past the deadline."""
-        seconds = seconds_to_train(self.plan.total_steps - self._steps_done, self._step_seconds(),
-                                   self._evaluation_seconds, self.steps_per_epoch, self._steps_done)
-        return seconds > self._seconds_left()
+        """Whether the steps left of the plan truly end past the deadline.
+
+        The next step is counted at the latest pace and the others at a pace faster by the noise: while many
+        steps are left, a pace a little slower than planned is noise; a real overrun is cut once it outgrows
+        the noise of the steps left, at the latest before the last step.
+        """
+        steps_left = self.plan.total_steps - self._steps_done
+        pace = self._latest_pace()
+        seconds = seconds_to_train(steps_left, pace, self._evaluation_seconds, self.steps_per_epoch,
+                                   self._steps_done)
+        return seconds - self._pace_tolerance() * pace * max(0, steps_left - 1) > self._seconds_left()
+
+    def _cut(self) -> None:
+        """Cuts the plan to the steps that fit at the pace of the latest steps.
+
+        That pace is the slower of the latest pace and the median of the latest half of its window: half
+        way into a slowdown, the window's median is the mean of the old and the new pace, and a cut made at
+        it would be followed by another.
+        """
+        pace = max(self._latest_pace(), statistics.median(list(self._step_times)[-(PACE_WINDOW // 2):]))
+        self._set_plan(min(self.plan.total_steps, self._fitting_steps(pace)), pace, logging.DEBUG)
+
+    def _sped_up(self) -> bool:
+        """Whether the steady pace is faster than the plan's by more than the noise, and a whole epoch more fits."""
+        pace = self._steady_pace()
+        return (pace <= (1.0 - self._pace_tolerance()) * self._plan_pace
+                and self._fitting_steps(pace) >= self.plan.total_steps + self.steps_per_epoch)
+
+    def _top_up(self) -> None:
+        """Spends the time the planning margin kept free, once the plan's last epoch comes next.
+
+        The first top-up may add epochs; one right after it stays within the next epoch, which ends the run,
+        so a steady run's end changes its plan at most twice.
+        """
+        pace = self._steady_pace()
+        fitting = self._fitting_steps(pace)
+        if self._topped_up:
+            fitting = min(fitting, self._steps_done + self.steps_per_epoch)
+        if fitting > self.plan.total_steps:
+            self._set_plan(fitting, pace, logging.DEBUG, top_up=True)
+
+    def _replan(self) -> None:
+        """At an epoch's end: cuts, extends or tops up the plan if the run has left it, else keeps it."""
+        if self._overruns():
+            self._cut()
+        elif self._sped_up():
+            self._plan_afresh(logging.DEBUG)
+        elif self.plan.total_steps - self._steps_done <= self.steps_per_epoch:
+            self._top_up()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_started = self.clock()
@@ -226,12 +319,10 @@ class TimeBudget(keras.callbacks.Callback):
         self._evaluation_seconds = max(self.clock() - self._last_step_end, self._boundary_seconds)
         if not self._evaluation_timed:
             self._evaluation_timed = True
-            self._set_plan(self._fitting_steps(), logging.INFO)
+            self._plan_afresh(logging.INFO)
         elif self._steps_done < self.plan.total_steps:
             epochs = self.plan.epochs
-            fitting = self._fitting_steps()
-            if fitting != self.plan.total_steps:
-                self._set_plan(fitting, logging.DEBUG)
+            self._replan()
             if self.plan.epochs != epochs:
                 logger.info("Time budget: %d epoch(s) planned (was %d), ending at step %d",
                             self.plan.epochs, epochs, self.plan.total_steps)

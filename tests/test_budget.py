@@ -4,6 +4,7 @@ import csv
 import os
 import shlex
 import time
+import types
 
 import keras
 import numpy as np
@@ -142,6 +143,134 @@ def test_a_tiny_budget_cuts_the_only_epoch():
     steps, planned, _ = fit_with_budget(30.0, FakeClock(step=1.0, evaluation=1.0), steps_per_epoch=50)
     assert planned[-1].epochs == 1
     assert steps < 50
+
+
+class JitterClock(FakeClock):
+    """A `FakeClock` whose steps take up to `jitter` of their time more or less, evaluations up to 10 % (seeded)."""
+
+    def __init__(self, jitter=0.1, seed=0, step=1.0, evaluation=5.0, **kwargs):
+        super().__init__(step=step, evaluation=evaluation, **kwargs)
+        self.step_jitter = jitter
+        self.evaluation_jitter = min(jitter, 0.1)
+        self.random = np.random.default_rng(seed)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.now += self.step * self.random.uniform(1.0 - self.step_jitter, 1.0 + self.step_jitter)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.now += self.evaluation * self.random.uniform(1.0 - self.evaluation_jitter, 1.0 + self.evaluation_jitter)
+
+
+# About 30 epochs of 75 steps of about 1 s, each followed by an evaluation of about 5 s.
+LONG_DEADLINE = 2450.0
+LONG_EPOCH_STEPS = 75
+# Where training must end: the report (its figure, and an evaluation of 5 s on average) is kept back.
+LONG_LINE = LONG_DEADLINE - REPORT_SECONDS - 5.0
+# Left unused at most: a step and an evaluation (10 % longer), and the planning margin of the last two epochs.
+UNUSED_AT_MOST = 1.1 * (1.0 + 5.0) + 0.05 * 2 * 80.0
+
+
+class StubModel:
+    """What the budget reads and sets of a model: the optimizer's step count, and `stop_training`."""
+
+    def __init__(self):
+        self.optimizer = types.SimpleNamespace(iterations=0)
+        self.stop_training = False
+
+
+def run_with_budget(deadline, clock, steps_per_epoch, max_epochs=100):
+    """Calls the clock's and the budget's hooks as `Model.fit` does, with no model to train (thousands of steps fast).
+
+    The same plans and times as `fit_with_budget`, whose checks it repeats.
+
+    Returns the steps trained, the plans made, and the clock's time at the end.
+    """
+    schedule = WarmupCosine(1e-2, total_steps=10_000)
+    planned = []
+    budget = TimeBudget(deadline, steps_per_epoch=steps_per_epoch, evaluation_batches=2, max_epochs=max_epochs,
+                        schedule=schedule, on_plan=planned.append, clock=clock)
+    model = StubModel()
+    callbacks = [clock, budget]
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch in range(max_epochs):
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch)
+        for batch in range(steps_per_epoch):
+            for callback in callbacks:
+                callback.on_train_batch_begin(batch)
+            model.optimizer.iterations += 1
+            for callback in callbacks:
+                callback.on_train_batch_end(batch)
+            if model.stop_training:
+                break
+        for callback in callbacks:
+            callback.on_epoch_end(epoch)
+        if model.stop_training:
+            break
+    steps = model.optimizer.iterations
+    assert steps == budget.plan.total_steps == planned[-1].total_steps == int(schedule.total_steps)
+    assert epoch + 1 == budget.plan.epochs
+    return steps, planned, clock.now
+
+
+def test_the_budget_driven_without_fit_plans_as_in_fit():
+    deadline, steps_per_epoch = 125.0, 10
+    driven = run_with_budget(deadline, JitterClock(seed=0), steps_per_epoch)
+    fitted = fit_with_budget(deadline, JitterClock(seed=0), steps_per_epoch=steps_per_epoch)
+    assert driven == fitted
+
+
+def changes_after_first_epoch(planned):
+    """How often the plan changed after the one made at the first epoch's end (the second plan)."""
+    return len(planned) - 2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_steady_run_whose_pace_jitters_changes_its_plan_at_most_twice_and_uses_its_time(seed):
+    # Steps of 1 s and evaluations of 5 s, each 10 % longer or shorter at random.
+    steps, planned, now = run_with_budget(LONG_DEADLINE, JitterClock(seed=seed), LONG_EPOCH_STEPS)
+    # The plan changes only at the end, to spend what the planning margin kept free.
+    assert changes_after_first_epoch(planned) <= 2
+    # The 2440 s hold 30 epochs of 80 s and part of a 31st.
+    assert 30 * LONG_EPOCH_STEPS < steps <= 31 * LONG_EPOCH_STEPS
+    assert LONG_LINE - UNUSED_AT_MOST <= now <= LONG_LINE
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_run_whose_steps_vary_more_takes_more_for_noise(seed):
+    # Steps 30 % longer or shorter at random: the tolerance widens with their spread.
+    steps, planned, now = run_with_budget(LONG_DEADLINE, JitterClock(jitter=0.3, seed=seed), LONG_EPOCH_STEPS)
+    assert changes_after_first_epoch(planned) <= 4
+    assert 30 * LONG_EPOCH_STEPS <= steps <= 31 * LONG_EPOCH_STEPS
+    assert now <= LONG_LINE
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_jittery_run_the_machine_slows_down_halfway_is_cut_and_ends_before_its_deadline(seed):
+    clock = JitterClock(seed=seed, change_from_epoch=15, factor=2.0)
+    steps, planned, now = run_with_budget(LONG_DEADLINE, clock, LONG_EPOCH_STEPS)
+    totals = [plan.total_steps for plan in planned[1:]]
+    # Cut first, then at most a cut more and the end's top-ups (not back and forth).
+    assert totals[1] < totals[0]
+    assert changes_after_first_epoch(planned) <= 3
+    # 15 epochs of 80 s leave 1240 s, which hold 8 epochs of 155 s: 23 in all, the last one perhaps short.
+    assert 22 * LONG_EPOCH_STEPS < steps <= 23 * LONG_EPOCH_STEPS
+    assert now <= LONG_LINE
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_jittery_run_that_speeds_up_halfway_trains_longer_and_uses_its_time(seed):
+    clock = JitterClock(seed=seed, step=2.0, change_from_epoch=7, factor=0.5)
+    steps, planned, now = run_with_budget(LONG_DEADLINE, clock, LONG_EPOCH_STEPS)
+    totals = [plan.total_steps for plan in planned[1:]]
+    # Extended first, by a whole epoch or more, then at most the end's top-ups.
+    assert totals[1] >= totals[0] + LONG_EPOCH_STEPS
+    assert changes_after_first_epoch(planned) <= 3
+    # 7 epochs of 155 s leave 1355 s, which hold 16 epochs of 80 s and part of a 17th: part of a 24th in all.
+    assert 23 * LONG_EPOCH_STEPS < steps <= 24 * LONG_EPOCH_STEPS
+    assert LONG_LINE - UNUSED_AT_MOST <= now <= LONG_LINE
 
 
 @pytest.mark.timing
