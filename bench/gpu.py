@@ -36,6 +36,7 @@ with quiet_start(sys.argv[1:]):
 
     from bench.flops import conv_flops_per_image, measure_matmul
     from model import build_model
+    from segmentation.process_state import kept_process_state
 
 N_CLASSES = 4
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -111,6 +112,7 @@ def parse_height_width(text: str) -> tuple[int, int]:
     return height, width
 
 
+@kept_process_state()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=parse_height_width, default=(480, 640), help="WIDTHxHEIGHT (default: 640x480)")

@@ -45,6 +45,7 @@ with quiet_start(sys.argv[1:]):
     from segmentation.labels import load_labels, read_labels_whole
     from segmentation.paths import TEST_LABELS, TRAIN_LABELS
     from segmentation.precision import AUTO, default_precision
+    from segmentation.process_state import kept_process_state
     from segmentation.remat import AUTO as REMAT_AUTO
     from segmentation.remat import recompute_in_backward, remat_level
     from segmentation.training import JIT_CHOICES
@@ -263,6 +264,7 @@ def measure_labels(style: str, data_path: str, labels_file: str, height: int, wi
 JOBS = {"matmul": measure_matmul, "pipeline": measure_pipeline, "train": measure_training, "labels": measure_labels}
 
 
+@kept_process_state()
 def main(argv: list[str] | None = None) -> int:
     """Runs the job given as JSON and writes its result; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.splitlines()[0])

@@ -65,6 +65,7 @@ from segmentation.parser import build_parser
 from segmentation.paths import RunFiles, check_output_dir
 from segmentation.precision import AUTO as PRECISION_AUTO
 from segmentation.precision import auto_precision
+from segmentation.process_state import kept_process_state
 from segmentation.remat import AUTO as REMAT_AUTO
 from segmentation.remat import recompute_in_backward, remat_level
 from segmentation.training import FitOptions, plan_training, report_training, score_existing_best, train
@@ -375,17 +376,19 @@ def main(argv: list[str] | None = None) -> int:
     """
     started = time.monotonic()
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    config = RunConfig.from_namespace(parser.parse_args(argv))
-    level = logging.WARNING if config.verbose <= 0 else logging.INFO if config.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout, force=True)
-    # tf.distribute logs every reduction at INFO level.
-    logging.getLogger("tensorflow").setLevel(logging.DEBUG if config.verbose >= 2 else logging.WARNING)
-    try:
-        with sigterm_as_interrupt():
-            run(config, started)
-    except ProgramError as error:
-        return report_error(error, parser.prog)
-    except (TrainingInterrupted, KeyboardInterrupt) as interrupted:
-        return report_interruption(interrupted, parser.prog, argv)
-    return 0
+    # The dtype policy, seeds and logging a run sets are its own: an in-process call leaves them as it found them.
+    with kept_process_state():
+        parser = build_parser()
+        config = RunConfig.from_namespace(parser.parse_args(argv))
+        level = logging.WARNING if config.verbose <= 0 else logging.INFO if config.verbose == 1 else logging.DEBUG
+        logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout, force=True)
+        # tf.distribute logs every reduction at INFO level.
+        logging.getLogger("tensorflow").setLevel(logging.DEBUG if config.verbose >= 2 else logging.WARNING)
+        try:
+            with sigterm_as_interrupt():
+                run(config, started)
+        except ProgramError as error:
+            return report_error(error, parser.prog)
+        except (TrainingInterrupted, KeyboardInterrupt) as interrupted:
+            return report_interruption(interrupted, parser.prog, argv)
+        return 0

@@ -39,6 +39,7 @@ from segmentation.paths import (
     TRAIN_VIA_JSON,
     class_names_path,
 )
+from segmentation.process_state import kept_process_state
 from segmentation.tools import via
 
 SAVE_FORMATS = ("npy", "png")
@@ -377,6 +378,7 @@ def format_summary(
     return "\n".join(lines)
 
 
+@kept_process_state()
 def main(argv: list[str] | None = None) -> int:
     """Runs the converter; returns the exit status (2 on bad input, with its one line `error: <message>`)."""
     args = build_parser().parse_args(argv)

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from segmentation.errors import ProgramError, UsageError, report_error
+from segmentation.process_state import kept_process_state
 
 
 def load_history(path: str) -> np.ndarray:
@@ -66,6 +67,7 @@ def plot_history(history: np.ndarray, name: str, path: str) -> None:
     fig.savefig(path)
 
 
+@kept_process_state()
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description="Plot a per-epoch metric history (Figures 12.5.1, 12.5.2).")

@@ -43,6 +43,7 @@ from skimage import draw, filters, measure
 from segmentation.classes import DRINKS_CLASS_NAMES
 from segmentation.errors import EXIT_CHECK_FAILED
 from segmentation.paths import TEST_VIA_JSON, TRAIN_VIA_JSON
+from segmentation.process_state import kept_process_state
 from segmentation.tools import via
 from segmentation.tools.synthetic_check import CHECK_THRESHOLD, color_baseline, contact_sheet
 
@@ -1010,6 +1011,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@kept_process_state()
 def main(argv: list[str] | None = None) -> int:
     """Generates the data set, then runs --check and --show.
 
