@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny data sets in the book's format, the command line run in-process, and --run-slow."""
+"""Shared fixtures: tiny data sets in the book's format, the command line run in-process, --run-slow and
+--force-cpu-bf16."""
 
 import os
 
@@ -12,9 +13,7 @@ from segmentation.quiet import LOG_LEVEL_VARIABLE, quiet_start
 # and with the environment put back as it was, so the programs the tests start choose their own log level.
 _user_log_level = os.environ.get(LOG_LEVEL_VARIABLE)
 with quiet_start([]):
-    import keras
-
-    from segmentation import cli
+    from segmentation import cli, precision
 if _user_log_level is None:
     os.environ.pop(LOG_LEVEL_VARIABLE, None)
 
@@ -25,6 +24,10 @@ N_CLASSES = 4
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true",
                      help="also run the tests marked slow, and the fuzz tests with their full example counts")
+    parser.addoption("--force-cpu-bf16", action="store_true",
+                     help="run every in-process command line as on a CPU whose flags list avx512_bf16, so that "
+                          "--precision auto trains in mixed bfloat16 on any CPU (the programs tests start in "
+                          "subprocesses read this CPU's flags)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -71,11 +74,19 @@ def write_book_dataset(data_path, num_train=8, num_test=4, height=HEIGHT, width=
 
 
 @pytest.fixture(autouse=True)
-def keep_the_dtype_policy():
-    """Puts back Keras' global dtype policy, which a training run in-process sets (`--precision`)."""
-    policy = keras.config.dtype_policy()
-    yield
-    keras.config.set_dtype_policy(policy)
+def force_cpu_bf16(request, monkeypatch):
+    """With --force-cpu-bf16, this CPU's flags list avx512_bf16 besides its own (`precision.cpu_bf16_flags`)."""
+    if not request.config.getoption("--force-cpu-bf16"):
+        return
+    listed = precision.cpu_bf16_flags
+
+    def with_avx512_bf16(cpuinfo_path=precision.CPU_FLAGS_FILE):
+        flags = set(listed(cpuinfo_path))
+        if cpuinfo_path == precision.CPU_FLAGS_FILE:  # this machine's CPU, not a test's own description of one
+            flags.add(precision.AVX512_BF16)
+        return tuple(flag for flag in precision.CPU_BF16_FLAGS if flag in flags)
+
+    monkeypatch.setattr(precision, "cpu_bf16_flags", with_avx512_bf16)
 
 
 @pytest.fixture
