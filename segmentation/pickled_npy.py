@@ -17,8 +17,11 @@ accepts only what NumPy writes for such a dict (protocols 2 to 5, numpy 1.x and 
   fields, names, sizes) refuses the file.
 
 Anything else ends with one line naming the file and what it held, before any array is made. Memory
-stays bounded by the file's size: every buffer comes from the file, and reads are capped at the bytes
-left in it. The walk is a loop, never a recursion, and nesting is capped at what NumPy writes.
+stays bounded by the file's size: every buffer comes from the file, reads are capped at the bytes left in
+it, and the bytes the walk builds from them (arrays, protocol 2's encoded bytes) may total at most
+`MATERIALISED_PER_FILE_BYTE` times the file's size plus `MATERIALISED_SLACK`, however often the stream
+refers to one buffer again. The walk is a loop, never a recursion, and nesting is capped at what NumPy
+writes.
 """
 
 import itertools
@@ -72,6 +75,11 @@ MAX_DIMENSIONS = 32
 _SHARED_DATA_LENGTH = 2
 # How many of the newest memo entries may hold an array's data and state (see `_forget`).
 _RECENT_MEMO_ENTRIES = 16
+# The bytes a walk may build, per byte of the file, plus a constant: NumPy's own files build each buffer
+# once as an array, and protocol 2's once more as the bytes encoded from its text; a stream referring to one
+# buffer again and again (an old memo entry) is refused once it passes this, however cheap its file.
+MATERIALISED_PER_FILE_BYTE = 2
+MATERIALISED_SLACK = 1 << 20
 
 
 class _Refused(Exception):
@@ -186,10 +194,14 @@ class _Walker:
     Args:
         on_array: callable. Gets each plain array, read-only over the file's bytes, and returns what
             stands for it in the result (the array itself, a copy, or a summary).
+        max_bytes: int. The most bytes the arrays and encoded bytes built may total (see
+            `MATERIALISED_PER_FILE_BYTE`).
     """
 
-    def __init__(self, on_array: Callable[[np.ndarray], object]):
+    def __init__(self, on_array: Callable[[np.ndarray], object], max_bytes: int):
         self._on_array = on_array
+        self._max_bytes = max_bytes
+        self._bytes_built = 0
         self._stack: list = []
         self._marks: list[int] = []
         self._memo: dict[int, object] = {}
@@ -237,6 +249,15 @@ class _Walker:
                 raise _Refused("a reference to an array inside itself")
             return value.value
         return value
+
+    def _build_bytes(self, count: int) -> None:
+        """Counts `count` bytes about to be built, refusing the stream once they pass `max_bytes` in all."""
+        self._bytes_built += count
+        if self._bytes_built > self._max_bytes:
+            raise _Refused(
+                f"data for more bytes than its file's size allows ({self._bytes_built} bytes built so far, at "
+                f"most {self._max_bytes}): it refers to the same buffer again and again"
+            )
 
     def _forget(self, *values: object) -> None:
         """Drops the memo's references to an array's data and state once the array is read.
@@ -362,6 +383,7 @@ class _Walker:
             # Protocol 2's bytes: (text, "latin1").
             if len(arguments) != 2 or not isinstance(arguments[0], str) or arguments[1] not in ("latin1", "latin-1"):
                 raise _Refused("bytes encoded otherwise than NumPy's protocol 2")
+            self._build_bytes(len(arguments[0]))
             try:
                 encoded = arguments[0].encode("latin-1")
             except UnicodeEncodeError:
@@ -430,6 +452,7 @@ class _Walker:
             # The data comes from the file, so no array can be larger than the file.
             raise _Refused(f"an array of shape {tuple(shape)} and dtype {dtype.dtype} ({expected} bytes) "
                            f"with {len(data)} bytes of data")
+        self._build_bytes(expected)
         try:
             array = np.frombuffer(data, dtype=dtype.dtype).reshape(shape, order="F" if fortran_order else "C")
         except ValueError:
@@ -490,7 +513,7 @@ def read_pickled_dict(path: str, on_array: Callable[[np.ndarray], object]) -> ob
                 f"{path}: expected np.save of a dict {{image filename: one-hot mask}}, found an array of shape "
                 f"{shape} and dtype {dtype}. Regenerate it with utils/generate_gt_segmentation.py."
             )
-        walker = _Walker(on_array)
+        walker = _Walker(on_array, MATERIALISED_PER_FILE_BYTE * size + MATERIALISED_SLACK)
         opcodes = pickletools.genops(reader)
         position = reader.tell()
         try:
