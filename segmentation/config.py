@@ -275,6 +275,9 @@ def check_values(config: RunConfig) -> None:
         raise UsageError(f"--ema {config.ema}: give a momentum in [0, 1), e.g. 0.99.")
     if config.aux_loss is not None and not (math.isfinite(config.aux_loss) and config.aux_loss > 0):
         raise UsageError(f"--aux-loss {config.aux_loss}: give a positive weight, e.g. 0.4.")
+    if config.seed is not None and not 0 <= config.seed < 2**32:
+        # NumPy's and Keras' seeds are unsigned 32-bit integers.
+        raise UsageError(f"--seed {config.seed}: must be a whole number from 0 to {2**32 - 1}, e.g. 0.")
     if config.patience is not None and config.patience < 1:
         raise UsageError(f"--patience {config.patience}: give a number of epochs of at least 1, e.g. 5.")
     if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):

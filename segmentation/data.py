@@ -14,6 +14,7 @@ from segmentation.errors import DatasetError
 from segmentation.images import check_image, image_header
 from segmentation.labels import LabelSet, check_validation_labels, split_labels
 from segmentation.masks import agree_on_classes, check_images_have_masks, load_split
+from segmentation.paths import list_folder
 
 # The draw of --val-split when no --seed is given, so that every run (and --resume) holds out the same images.
 VAL_SPLIT_SEED = 0
@@ -65,7 +66,7 @@ def load_data(config: RunConfig) -> Data:
     test_path = os.path.join(config.data_path, config.test_labels)
     if not os.path.isdir(config.data_path):
         raise DatasetError(f"{config.data_path}: data folder not found. Give the right --data-path.")
-    if not os.listdir(config.data_path):
+    if not list_folder(config.data_path, "make it readable, or give the right --data-path"):
         raise DatasetError(
             f"{config.data_path}: the data folder is empty. Put the images and label files there, or make a "
             "synthetic set with utils/generate_synthetic_drinks.py."

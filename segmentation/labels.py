@@ -18,6 +18,7 @@ import zlib
 
 import numpy as np
 
+from segmentation.classes import IGNORE_LABEL
 from segmentation.errors import DatasetError
 from segmentation.fitting import resize_labels
 from segmentation.images import RGB_MODES, check_image, image_header
@@ -228,6 +229,13 @@ def load_labels(path: str, data_path: str, height: int, width: int, fit_size: st
                 raise DatasetError(
                     f"{path}: masks have {n_classes} channel(s); a one-hot mask needs background "
                     "plus at least one class."
+                )
+            if n_classes > IGNORE_LABEL:
+                # Class maps are uint8, and id IGNORE_LABEL marks pixels left out of the loss and scores.
+                raise DatasetError(
+                    f"{path}: masks have {n_classes} classes; at most {IGNORE_LABEL} are supported (class ids "
+                    f"0..{IGNORE_LABEL - 1}, {IGNORE_LABEL} marks ignored pixels). Merge classes and regenerate "
+                    "the labels."
                 )
         elif shape[-1] != n_classes:
             raise DatasetError(

@@ -27,7 +27,7 @@ from segmentation.errors import DatasetError
 from segmentation.fitting import resize_labels
 from segmentation.images import IMAGE_EXTENSIONS, check_image, image_header
 from segmentation.labels import ClassMaps, LabelSet, PackedClassMap, load_labels
-from segmentation.paths import MASK_SUFFIX, class_names_path
+from segmentation.paths import MASK_SUFFIX, class_names_path, list_folder
 
 # Pillow modes of class-index masks: 8-bit grey, palette (read by index), 1-bit, the same with an
 # alpha band (ignored), and 16/32-bit grey whose values fit 0..255.
@@ -119,13 +119,19 @@ def read_class_names(labels_path: str) -> tuple[str, ...] | None:
     try:
         with open(path, encoding="utf-8") as file:
             names = json.load(file)["class_names"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DatasetError(f"{path}: cannot read the class names ({type(error).__name__}: {error}). Expected "
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+        # json's C decoder raises RecursionError for arrays nested past Python's recursion limit.
+        reason = "JSON nested too deeply" if isinstance(error, RecursionError) else f"{type(error).__name__}: {error}"
+        raise DatasetError(f"{path}: cannot read the class names ({reason}). Expected "
                            '{"class_names": ["background", "name 1", ...]}; fix or delete the file.') from None
     valid = isinstance(names, list) and len(names) >= 2 and all(isinstance(name, str) and name for name in names)
     if not valid or len(set(names)) != len(names):
         raise DatasetError(f"{path}: 'class_names' must list two or more distinct names, background first; "
                            "fix or delete the file.")
+    if len(names) > IGNORE_LABEL:
+        raise DatasetError(f"{path}: 'class_names' lists {len(names)} names; at most {IGNORE_LABEL} classes fit a "
+                           f"class-index mask (ids 0..{IGNORE_LABEL - 1}; {IGNORE_LABEL} marks ignored pixels). "
+                           "Merge classes, or fix the file.")
     return tuple(names)
 
 
@@ -148,7 +154,7 @@ def write_class_names(labels_path: str, names: Sequence[str]) -> str:
 def images_by_stem(data_path: str) -> dict[str, list[str]]:
     """The image files of a folder (not its subfolders) by stem: `{stem: [file name, ...]}`."""
     images: dict[str, list[str]] = {}
-    for name in sorted(os.listdir(data_path)):
+    for name in list_folder(data_path, "make it readable, or give the right --data-path"):
         if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(data_path, name)):
             images.setdefault(os.path.splitext(name)[0], []).append(name)
     return images
@@ -160,7 +166,7 @@ def list_masks(folder: str) -> list[str]:
     Raises:
         DatasetError: for a JPEG in the folder (its compression changes class ids) or no mask at all.
     """
-    names = sorted(os.listdir(folder))
+    names = list_folder(folder, "make it readable, or give the right --train-labels/--test-labels/--val-labels")
     lossy = [name for name in names if name.lower().endswith(LOSSY_EXTENSIONS)]
     if lossy:
         raise DatasetError(f"{os.path.join(folder, lossy[0])}: a JPEG mask; JPEG compression changes pixel values, so "
@@ -326,7 +332,8 @@ def check_images_have_masks(data_path: str, label_paths: Sequence[str | None]) -
         return
     stems = set()
     for folder in existing:
-        stems.update(os.path.splitext(name)[0] for name in os.listdir(folder) if name.lower().endswith(MASK_SUFFIX))
+        names = list_folder(folder, "make it readable, or give the right --train-labels/--test-labels/--val-labels")
+        stems.update(os.path.splitext(name)[0] for name in names if name.lower().endswith(MASK_SUFFIX))
     unmasked = [name for stem, names in images_by_stem(data_path).items() if stem not in stems for name in names]
     if unmasked:
         more = f" (and {len(unmasked) - 1} more)" if len(unmasked) > 1 else ""

@@ -19,7 +19,7 @@ import dataclasses
 import os
 
 from resnet import backbone_name
-from segmentation.errors import UsageError
+from segmentation.errors import DatasetError, UsageError, describe_os_error
 
 # The book's VIA projects (utils/generate_gt_segmentation.py reads them; the synthetic set writes them).
 TRAIN_VIA_JSON = "segmentation_train.json"
@@ -96,6 +96,22 @@ def last_state_path(weights_path: str) -> str:
     stem = _weights_stem(weights_path)
     stem = stem[: -len(BEST_SUFFIX)] if stem.endswith(BEST_SUFFIX) else stem
     return stem + LAST_STATE_SUFFIX
+
+
+def list_folder(directory: str, fix: str) -> list[str]:
+    """The names in a folder, sorted; one that cannot be listed (no permission, a lost mount) is refused.
+
+    Args:
+        directory: str. The folder.
+        fix: str. How to fix it, ending the message, e.g. "make it readable or give the right --data-path".
+
+    Raises:
+        DatasetError: naming the folder, the OS's reason and `fix`.
+    """
+    try:
+        return sorted(os.listdir(directory))
+    except OSError as error:
+        raise DatasetError(f"{directory}: cannot list the folder ({describe_os_error(error)}); {fix}.") from None
 
 
 def check_output_dir(directory: str, flag: str = "--save-dir") -> None:

@@ -8,6 +8,8 @@
 - the `--patience` count comes from the history, so epochs run without `--patience` count too.
 """
 
+import json
+import os
 import struct
 import time
 import tracemalloc
@@ -17,6 +19,7 @@ import pytest
 
 from segmentation.errors import DatasetError
 from segmentation.labels import read_labels_dict
+from segmentation.masks import images_by_stem, list_masks, read_class_names
 
 
 def write_npy_pickle(path, data):
@@ -97,3 +100,105 @@ def test_a_buffer_referred_to_thousands_of_times_is_refused_fast_in_little_memor
     assert seconds < 2.0
     # The file read once, and a few of its arrays: not 3,000 of them.
     assert peak < 4 * size + (8 << 20), peak
+
+
+# === One line for every bad input of a run ===
+TINY = ["--height", "64", "--width", "64", "--layers", "1", "--depth", "11", "--head-filters", "8",
+        "--batch-size", "2", "--precision", "float32", "--jit-compile", "off"]
+
+
+def assert_one_line(status, err, *fragments):
+    """Exit status 2 and one line on stderr, `fcn-12.3.1.py: error: ...`, holding each fragment."""
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fcn-12.3.1.py: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def one_hot_masks(keys, n_classes, size=64):
+    """One-hot uint8 masks of `n_classes` classes, pixel (i, j) of class (i + j) % n_classes."""
+    class_map = np.add.outer(np.arange(size), np.arange(size)) % n_classes
+    return {key: np.eye(n_classes, dtype=np.uint8)[class_map] for key in keys}
+
+
+@pytest.mark.parametrize("n_classes", [256, 300])
+def test_npy_labels_of_more_than_255_classes_are_refused_in_one_line(book_dataset, tmp_path, run_cli, n_classes):
+    """With 256 classes class 255 would be scored as the ignore label; past 256 a broadcast traceback."""
+    data_path, splits = book_dataset
+    for split in ("train", "test"):
+        np.save(os.path.join(data_path, f"segmentation_{split}.npy"), one_hot_masks(splits[split], n_classes))
+    save_dir = tmp_path / "weights"
+    status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(save_dir), "--train",
+                              "--epochs", "1"])
+    assert_one_line(status, err, "segmentation_t", f"{n_classes} classes", "at most 255")
+    assert not save_dir.exists()
+
+
+def test_a_mask_folder_named_with_more_than_255_classes_is_refused(tmp_path):
+    folder = tmp_path / "train_masks"
+    folder.mkdir()
+    names = ["background", *(f"class {index}" for index in range(1, 256))]
+    (folder / "classes.json").write_text(json.dumps({"class_names": names}))
+    with pytest.raises(DatasetError, match="256 names.*at most 255"):
+        read_class_names(str(folder))
+
+
+def test_a_negative_seed_is_refused_in_one_line(book_dataset, tmp_path, run_cli):
+    data_path, _ = book_dataset
+    for seed in ("-1", str(2**32)):
+        status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"),
+                                  "--train", "--epochs", "1", "--seed", seed])
+        assert_one_line(status, err, f"--seed {seed}", "0 to 4294967295")
+    assert not (tmp_path / "weights").exists()
+
+
+def test_a_deeply_nested_classes_json_is_refused_in_one_line(book_dataset, tmp_path, run_cli):
+    data_path, _ = book_dataset
+    names = os.path.join(data_path, "segmentation_train.classes.json")
+    with open(names, "w", encoding="utf-8") as file:
+        file.write('{"class_names": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"),
+                              "--train", "--epochs", "1"])
+    assert_one_line(status, err, names, "nested too deeply")
+
+
+def refuse_to_list(monkeypatch, folder):
+    """Makes listing `folder` fail as an unreadable folder does (the tests run as root, where chmod cannot)."""
+    real_listdir, real_scandir = os.listdir, os.scandir
+    target = os.path.realpath(folder)
+
+    def check(path):
+        if os.path.realpath(os.fspath(path)) == target:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+
+    def listdir(path="."):
+        check(path)
+        return real_listdir(path)
+
+    def scandir(path="."):
+        check(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_an_unreadable_data_folder_is_refused_in_one_line(book_dataset, tmp_path, run_cli, monkeypatch):
+    data_path, _ = book_dataset
+    refuse_to_list(monkeypatch, data_path)
+    status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"),
+                              "--train", "--epochs", "1"])
+    assert_one_line(status, err, data_path, "Permission denied", "--data-path")
+    assert not (tmp_path / "weights").exists()
+
+
+def test_an_unreadable_mask_folder_is_refused_in_one_line(tmp_path, monkeypatch):
+    folder = tmp_path / "train_masks"
+    folder.mkdir()
+    refuse_to_list(monkeypatch, folder)
+    with pytest.raises(DatasetError, match="train_masks: cannot list the folder .Permission denied."):
+        list_masks(str(folder))
+    refuse_to_list(monkeypatch, tmp_path)
+    with pytest.raises(DatasetError, match="cannot list the folder .Permission denied."):
+        images_by_stem(str(tmp_path))
