@@ -22,7 +22,7 @@ from data_generator import DataGenerator
 from segmentation import backend
 from segmentation.atomic import write_atomically
 from segmentation.averaging import averaged_weights
-from segmentation.checkpoints import TrainingState, save_best_model, save_training_state
+from segmentation.checkpoints import TrainingState, epochs_since_best, save_best_model, save_training_state
 from segmentation.errors import NonFiniteLossError
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
 from segmentation.paths import MIOU_HISTORY, MPLA_HISTORY
@@ -48,10 +48,9 @@ class AccuracyCallback(keras.callbacks.Callback):
         best_miou: float. mIoU to beat before saving. Defaults to 0.
         settings: dict or None. Run settings recorded beside the best weights.
             Defaults to None.
-        miou_history: list of float or None. Earlier epochs' mIoU, when a run
-            is resumed. Defaults to None.
-        mpla_history: list of float or None. Earlier epochs' mean pixel
-            accuracy in percent, when a run is resumed. Defaults to None.
+        histories: pair of lists of float, or None. Earlier epochs' mIoU and
+            mean pixel accuracy in percent, when a run is resumed. Defaults
+            to None.
         split: str. `"test"`, the book's selection on the test set, or `"val"`
             when `test_generator` holds validation images; it names the logs
             and the record's metrics. Defaults to "test".
@@ -76,8 +75,7 @@ class AccuracyCallback(keras.callbacks.Callback):
         save_dir: str,
         best_miou: float = 0.0,
         settings: dict | None = None,
-        miou_history: list[float] | None = None,
-        mpla_history: list[float] | None = None,
+        histories: tuple[list[float], list[float]] | None = None,
         split: str = "test",
         network: keras.Model | None = None,
         tta: bool = False,
@@ -93,8 +91,9 @@ class AccuracyCallback(keras.callbacks.Callback):
         self.save_dir = save_dir
         self.best_miou = best_miou
         self.settings = settings or {}
-        self.miou_history: list[float] = list(miou_history or [])
-        self.mpla_history: list[float] = list(mpla_history or [])
+        miou_history, mpla_history = histories or ([], [])
+        self.miou_history: list[float] = list(miou_history)
+        self.mpla_history: list[float] = list(mpla_history)
         self.collapse = CollapseMonitor(test_generator.n_classes, hint=collapse_hint(self.settings))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -215,9 +214,10 @@ class TrainingStateCallback(keras.callbacks.Callback):
 class PatienceCallback(keras.callbacks.Callback):
     """Stops training when the selection mIoU has not beaten the run's best for `patience` epochs in a row.
 
-    The count lives in `state.epochs_without_improvement`, so the state saved after each epoch
-    holds it and `--resume` goes on counting. Put it after the evaluation that logs the mIoU and
-    before the callback that saves the state.
+    The count is the epochs since the best one in the run's history (`epochs_since_best`), so it
+    goes on across a `--resume` and counts epochs run without `--patience` too; it is kept in
+    `state.epochs_without_improvement` for the state saved after each epoch. Put it after the
+    evaluation that logs the mIoU and before the callback that saves the state.
 
     Args:
         patience: int. Epochs without improvement that end the run (`--patience`).
@@ -230,17 +230,15 @@ class PatienceCallback(keras.callbacks.Callback):
         self.patience = patience
         self.state = state
         self.key = f"{split}_miou"
-        self.best = max(state.history.get(self.key, []), default=-math.inf)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         miou = (logs or {}).get(self.key)
         if miou is None:
             return
-        if miou > self.best:
-            self.best = miou
-            self.state.epochs_without_improvement = 0
-            return
-        self.state.epochs_without_improvement += 1
+        # The state's history gets this epoch's value after this callback (TrainingStateCallback).
+        mious = [*self.state.history.get(self.key, []), miou]
+        self.best = max(mious)
+        self.state.epochs_without_improvement = epochs_since_best(mious)
         if self.state.epochs_without_improvement >= self.patience:
             logger.info("Stopping early after epoch %d: the %s mIoU has not improved on %.4f for %d epoch(s) "
                         "(--patience %d)", epoch + 1, "validation" if self.key == "val_miou" else "test",

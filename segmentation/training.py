@@ -325,7 +325,7 @@ def train(
                     num_statistics_batches, train_data.batch_size)
     accuracy = AccuracyCallback(
         selection_data, files.weights, files.save_dir, best_miou=state.best_miou, settings=state.settings,
-        miou_history=miou_history, mpla_history=mpla_history, split=split, network=fcn, tta=options.tta,
+        histories=(miou_history, mpla_history), split=split, network=fcn, tta=options.tta,
         before_evaluation=precise_statistics,
     )
     def record_plan(plan: Plan) -> None:
