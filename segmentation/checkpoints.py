@@ -58,7 +58,9 @@ class TrainingState:
         total_steps: int or None. The optimizer steps a `--time-budget` run planned (its last
             epoch may be shorter than the others); None: `epochs` whole epochs.
         epochs_without_improvement: int. Epochs in a row, up to the last completed one, whose
-            selection mIoU did not beat the run's best so far (`--patience` counts them).
+            selection mIoU did not beat the run's best so far, as `--patience` last counted them;
+            `--resume` counts them again from `history` (`epochs_since_best`), which every epoch
+            extends, with `--patience` or without.
     """
 
     epochs_done: int
@@ -70,6 +72,21 @@ class TrainingState:
     settings: dict
     total_steps: int | None = None
     epochs_without_improvement: int = 0
+
+
+def epochs_since_best(mious: list[float]) -> int:
+    """Epochs after the one of the best mIoU (the first of equals): those in a row that did not beat it.
+
+    Args:
+        mious: list of float. The selection mIoU of each completed epoch, in order.
+
+    Returns:
+        0 when the last epoch is the best or there is none.
+    """
+    if not mious:
+        return 0
+    best = max(range(len(mious)), key=mious.__getitem__)  # the first index of the largest value
+    return len(mious) - 1 - best
 
 
 def weights_file_bytes(model: keras.Model) -> int:

@@ -34,6 +34,7 @@ from segmentation.checkpoints import (
     TrainingState,
     add_test_scores,
     check_same_settings,
+    epochs_since_best,
     read_best_metrics,
     read_training_state,
     restore_training_state,
@@ -163,6 +164,9 @@ def plan_training(
                 f"{planned}; give a larger --epochs to train more."
             )
         patience = settings.patience
+        # From the history, which grows every epoch: a count kept by --patience alone goes stale on epochs
+        # run without it.
+        state.epochs_without_improvement = epochs_since_best(state.history.get(f"{split}_miou", []))
         if patience is not None and state.epochs_without_improvement >= patience:
             raise UsageError(
                 f"--resume: {files.state} stopped early, its mIoU not improved for {state.epochs_without_improvement} "
@@ -362,6 +366,11 @@ def train(
                          callbacks=callbacks, verbose=1 if options.verbose else 0)
     except KeyboardInterrupt as interrupt:
         raise TrainingInterrupted(state.epochs_done, files.state, isinstance(interrupt, Terminated)) from None
+    except Exception:
+        # A bad image the loader met: TensorFlow's data pipeline wraps its DatasetError in its own error.
+        if train_data.failure is None:
+            raise
+        raise train_data.failure from None
 
 
 def report_training(fcn: keras.Model, files: RunFiles, history: dict[str, list[float]],

@@ -13,13 +13,19 @@ import os
 import struct
 import time
 import tracemalloc
+import types
 
 import numpy as np
 import pytest
 
-from segmentation.errors import DatasetError
+from segmentation.callbacks import PatienceCallback
+from segmentation.checkpoints import TrainingState
+from segmentation.config import TrainingSettings
+from segmentation.errors import DatasetError, UsageError
 from segmentation.labels import read_labels_dict
 from segmentation.masks import images_by_stem, list_masks, read_class_names
+from segmentation.paths import RunFiles
+from segmentation.training import plan_training
 
 
 def write_npy_pickle(path, data):
@@ -202,3 +208,43 @@ def test_an_unreadable_mask_folder_is_refused_in_one_line(tmp_path, monkeypatch)
     refuse_to_list(monkeypatch, tmp_path)
     with pytest.raises(DatasetError, match="cannot list the folder .Permission denied."):
         images_by_stem(str(tmp_path))
+
+
+# === --patience counts from the history ===
+def patience_settings(patience):
+    return TrainingSettings(height=64, width=64, layers=1, depth=11, n_classes=4, dataset="drinks", batch_size=2,
+                            lr_schedule="text", learning_rate=1e-3, seed=0, data_path="d", train_labels="a",
+                            test_labels="b", patience=patience)
+
+
+def saved_state(files, history, waited, settings):
+    state = TrainingState(epochs_done=len(history["test_miou"]), epochs=len(history["test_miou"]), history=history,
+                          best_miou=max(history["test_miou"]), seed=0, shuffle_seed=0,
+                          settings=settings.as_record(), epochs_without_improvement=waited)
+    record = json.dumps({"format": 1, **vars(state)}).encode()
+    with open(files.state, "wb") as file:
+        np.savez(file, state_json=np.frombuffer(record, dtype=np.uint8))
+
+
+def test_epochs_run_without_patience_count_for_a_resume_with_it(tmp_path):
+    """Stopped early by --patience 2 after 0.5, 0.4, 0.3; resumed without it to 0.6, 0.7: the count is 0, not 2."""
+    files = RunFiles.of(str(tmp_path), 11, 1, "drinks")
+    saved_state(files, {"test_miou": [0.5, 0.4, 0.3, 0.6, 0.7]}, 2, patience_settings(2))
+    state = plan_training(files, patience_settings(2), resume=True, overwrite=False, epochs=10, seed=0)
+    assert (state.epochs_done, state.epochs_without_improvement) == (5, 0)
+    # Two epochs without a better one since 0.7, whatever the state says.
+    saved_state(files, {"test_miou": [0.5, 0.7, 0.6, 0.65]}, 0, patience_settings(None))
+    with pytest.raises(UsageError, match="not improved for 2 epoch.*--patience 2"):
+        plan_training(files, patience_settings(2), resume=True, overwrite=False, epochs=10, seed=0)
+
+
+def test_the_patience_callback_counts_from_the_history_not_a_stale_count():
+    state = TrainingState(epochs_done=5, epochs=10, history={"test_miou": [0.5, 0.4, 0.3, 0.6, 0.7]}, best_miou=0.7,
+                          seed=0, shuffle_seed=0, settings={}, epochs_without_improvement=2)
+    callback = PatienceCallback(2, state)
+    callback.set_model(types.SimpleNamespace(stop_training=False))
+    callback.on_epoch_end(5, {"test_miou": 0.65})
+    assert not callback.model.stop_training and state.epochs_without_improvement == 1
+    state.history["test_miou"].append(0.65)
+    callback.on_epoch_end(6, {"test_miou": 0.7})  # a tie is no improvement
+    assert callback.model.stop_training and state.epochs_without_improvement == 2
