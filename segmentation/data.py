@@ -6,15 +6,19 @@ one `Data`; `evaluation_data` gives a split's batches for scoring.
 """
 
 import dataclasses
+import logging
 import os
 
 from data_generator import DataGenerator
+from segmentation.checkpoints import read_training_state
 from segmentation.config import RunConfig
 from segmentation.errors import DatasetError
 from segmentation.images import check_image, image_header
 from segmentation.labels import LabelSet, check_validation_labels, split_labels
 from segmentation.masks import agree_on_classes, check_images_have_masks, load_split
-from segmentation.paths import list_folder
+from segmentation.paths import RunFiles, list_folder
+
+logger = logging.getLogger(__name__)
 
 # The draw of --val-split when no --seed is given, so that every run (and --resume) holds out the same images.
 VAL_SPLIT_SEED = 0
@@ -47,6 +51,29 @@ class Data:
     def class_names(self) -> tuple[str, ...] | None:
         """Names of classes 0 .. n_classes - 1 when known (`--classes`, or stored beside the labels)."""
         return (self.train or self.test).class_names
+
+
+def val_split_seed(config: RunConfig) -> int:
+    """The seed of `--val-split`'s draw: `--seed` (or `VAL_SPLIT_SEED`), or on `--resume` the run's own.
+
+    A resumed run holds out the images it held out when it started, whatever `--seed` says now: the
+    state records the run's `--seed`, from which its draw came. Without a state in `--save-dir` (a
+    worker of `--distribute multi-worker` that saves elsewhere) the draw is `--seed`'s, which every worker
+    is given alike.
+
+    Args:
+        config: RunConfig. The flags.
+    """
+    seed = VAL_SPLIT_SEED if config.seed is None else config.seed
+    state_path = RunFiles.of(config.save_dir, config.depth, config.layers, config.dataset).state
+    if not (config.resume and os.path.isfile(state_path)):
+        return seed
+    saved = read_training_state(state_path).seed
+    drawn = VAL_SPLIT_SEED if saved is None else saved
+    if drawn != seed:
+        logger.info("--resume: --val-split holds out the images the run drew with seed %d when it started "
+                    "(--seed %s now)", drawn, config.seed)
+    return drawn
 
 
 def evaluation_data(labels: LabelSet, config: RunConfig) -> DataGenerator:
@@ -91,8 +118,7 @@ def load_data(config: RunConfig) -> Data:
         agree_on_classes(train, validation)
         check_validation_labels(train, validation)
     elif config.val_split is not None:
-        seed = VAL_SPLIT_SEED if config.seed is None else config.seed
-        train, validation = split_labels(train, config.val_split, seed)
+        train, validation = split_labels(train, config.val_split, val_split_seed(config))
     data = Data(train, test, validation)
     if test is not None and test.n_classes != data.n_classes:
         raise DatasetError(

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from segmentation.callbacks import PatienceCallback
-from segmentation.checkpoints import TrainingState
-from segmentation.config import TrainingSettings
+from segmentation.checkpoints import TrainingState, read_training_state
+from segmentation.config import RunConfig, TrainingSettings
+from segmentation.data import load_data
 from segmentation.errors import DatasetError, UsageError
 from segmentation.labels import read_labels_dict
 from segmentation.masks import images_by_stem, list_masks, read_class_names
@@ -248,3 +249,31 @@ def test_the_patience_callback_counts_from_the_history_not_a_stale_count():
     state.history["test_miou"].append(0.65)
     callback.on_epoch_end(6, {"test_miou": 0.7})  # a tie is no improvement
     assert callback.model.stop_training and state.epochs_without_improvement == 2
+
+
+# === --val-split resumed with another --seed ===
+def val_split_config(data_path, save_dir, seed, resume):
+    return RunConfig(train=True, resume=resume, height=64, width=64, layers=1, depth=11, head_filters=8,
+                     batch_size=2, data_path=data_path, save_dir=save_dir, seed=seed, val_split=0.25)
+
+
+@pytest.mark.parametrize("seed_now", [2, None])
+def test_a_resumed_val_split_holds_out_the_images_the_run_held_out(book_dataset, tmp_path, seed_now, caplog):
+    data_path, _ = book_dataset
+    save_dir = str(tmp_path / "weights")
+    started = load_data(val_split_config(data_path, save_dir, 1, resume=False))
+    other = load_data(val_split_config(data_path, save_dir, seed_now, resume=False))
+    assert started.validation.keys != other.validation.keys
+    os.makedirs(save_dir)
+    files = RunFiles.of(save_dir, 11, 1, "drinks")
+    saved_state(files, {"test_miou": [0.5]}, 0, patience_settings(None))  # a state of a run started with --seed 0
+    state = read_training_state(files.state)
+    state.seed, state.epochs = 1, 5
+    record = json.dumps({"format": 1, **vars(state)}).encode()
+    with open(files.state, "wb") as file:
+        np.savez(file, state_json=np.frombuffer(record, dtype=np.uint8))
+    caplog.set_level("INFO")
+    resumed = load_data(val_split_config(data_path, save_dir, seed_now, resume=True))
+    assert resumed.validation.keys == started.validation.keys
+    assert resumed.train.keys == started.train.keys
+    assert "holds out the images the run drew with seed 1" in caplog.text
