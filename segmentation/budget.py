@@ -15,8 +15,8 @@ run has truly left it (a noisy pace moves no plan, so a steady run's plan change
 - topped up when the plan's last epoch comes next, to spend the time that the planning margin kept
   free: once, perhaps adding epochs, and if so once more, within the last epoch.
 
-Each time, a step schedule (`--lr-schedule cosine`) is resized to end on the new last step, so the
-learning rate reaches 0 there.
+Each time, what is left of a step schedule (`--lr-schedule cosine`) is resized to end on the new last
+step: the learning rate goes on from where it is and reaches 0 there, never rising after the warm-up.
 """
 
 import collections
@@ -213,7 +213,8 @@ class TimeBudget(keras.callbacks.Callback):
         self._plan_pace = step_seconds
         self._topped_up = top_up
         if self.schedule is not None:
-            self.schedule.set_total_steps(total_steps)
+            # Only what is left: the rate goes on from where it is, down to 0 at the new last step.
+            self.schedule.resize(total_steps, at_step=self._steps_done)
         if self.on_plan is not None:
             self.on_plan(self.plan)
         changed = "" if earlier is None else f" (was {earlier.total_steps})"

@@ -178,10 +178,32 @@ class StubModel:
         self.stop_training = False
 
 
-def run_with_budget(deadline, clock, steps_per_epoch, max_epochs=100):
+class RateRecorder(keras.callbacks.Callback):
+    """Appends to `rates` the learning rate of every step as it is trained (the schedule's at the step about to run).
+
+    Put it after the budget, so a step's rate is read after any re-plan made before it.
+    """
+
+    def __init__(self, schedule, rates):
+        super().__init__()
+        self.schedule, self.rates = schedule, rates
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(self.schedule.rate(int(self.model.optimizer.iterations)))
+
+
+def rises_after_its_peak(rates):
+    """Whether the rates ever rise after the first step they fall (float32 rounding aside)."""
+    rates = np.asarray(rates, dtype=np.float64)
+    falls = np.flatnonzero(np.diff(rates) < -1e-6 * rates.max())
+    return falls.size > 0 and bool((np.diff(rates[falls[0]:]) > 1e-6 * rates.max()).any())
+
+
+def run_with_budget(deadline, clock, steps_per_epoch, max_epochs=100, rates=None):
     """Calls the clock's and the budget's hooks as `Model.fit` does, with no model to train (thousands of steps fast).
 
-    The same plans and times as `fit_with_budget`, whose checks it repeats.
+    The same plans and times as `fit_with_budget`, whose checks it repeats. A list given as `rates` receives the
+    learning rate of every step trained.
 
     Returns the steps trained, the plans made, and the clock's time at the end.
     """
@@ -190,7 +212,7 @@ def run_with_budget(deadline, clock, steps_per_epoch, max_epochs=100):
     budget = TimeBudget(deadline, steps_per_epoch=steps_per_epoch, evaluation_batches=2, max_epochs=max_epochs,
                         schedule=schedule, on_plan=planned.append, clock=clock)
     model = StubModel()
-    callbacks = [clock, budget]
+    callbacks = [clock, budget, *([RateRecorder(schedule, rates)] if rates is not None else [])]
     for callback in callbacks:
         callback.set_model(model)
         callback.on_train_begin()
@@ -263,14 +285,30 @@ def test_a_jittery_run_the_machine_slows_down_halfway_is_cut_and_ends_before_its
 @pytest.mark.parametrize("seed", range(5))
 def test_a_jittery_run_that_speeds_up_halfway_trains_longer_and_uses_its_time(seed):
     clock = JitterClock(seed=seed, step=2.0, change_from_epoch=7, factor=0.5)
-    steps, planned, now = run_with_budget(LONG_DEADLINE, clock, LONG_EPOCH_STEPS)
+    rates = []
+    steps, planned, now = run_with_budget(LONG_DEADLINE, clock, LONG_EPOCH_STEPS, rates=rates)
     totals = [plan.total_steps for plan in planned[1:]]
-    # Extended first, by a whole epoch or more, then at most the end's top-ups.
+    # Extended first, by a whole epoch or more, then at most the end's top-ups: the rate goes on falling.
     assert totals[1] >= totals[0] + LONG_EPOCH_STEPS
+    assert not rises_after_its_peak(rates)
     assert changes_after_first_epoch(planned) <= 3
     # 7 epochs of 155 s leave 1355 s, which hold 16 epochs of 80 s and part of a 17th: part of a 24th in all.
     assert 23 * LONG_EPOCH_STEPS < steps <= 24 * LONG_EPOCH_STEPS
     assert LONG_LINE - UNUSED_AT_MOST <= now <= LONG_LINE
+
+
+@pytest.mark.parametrize("clock", [
+    FakeClock(step=2.0, evaluation=5.0, change_from_epoch=1, factor=0.5),
+    FakeClock(step=1.0, evaluation=5.0, change_from_epoch=2, factor=2.0),
+], ids=["sped-up", "slowed-down"])
+def test_a_replanned_schedule_goes_on_from_its_rate_and_never_raises_it(clock):
+    # Every plan after the first, extended or cut, resizes what is left of the schedule: its rate, falling
+    # since the warm-up, falls on to 0 at the new last step.
+    rates = []
+    steps, planned, _ = run_with_budget(120.0, clock, steps_per_epoch=10, rates=rates)
+    assert len(planned) >= 3 and len(rates) == steps
+    assert not rises_after_its_peak(rates), np.round(np.asarray(rates) / 1e-2, 3)
+    assert max(rates) == pytest.approx(1e-2, rel=1e-6)
 
 
 @pytest.mark.timing
@@ -315,12 +353,14 @@ def test_an_interrupted_budgeted_run_resumed_with_the_printed_command_trains_its
     with monkeypatch.context() as patch:
         patch.setattr(keras.Model, "fit", lambda self, *args, callbacks=(), **kwargs: fit(
             self, *args, callbacks=[*callbacks, CtrlCInSecondEpoch()], **kwargs))
+        # A plan of 10 steps, as if 3 minutes held no more: 3 epochs, the last of 2 steps of 4.
+        patch.setattr("segmentation.budget.plan_steps", lambda *args, **kwargs: min(10, plan_steps(*args, **kwargs)))
         status, _, err = run_cli(argv)
     assert status == 130
     state_path = os.path.join(save_dir, "ResNet11v2-1layer-drinks-last.state.npz")
     planned = read_training_state(state_path)
-    # 3 minutes hold the 3 epochs --epochs allows (12 steps): the plan is stored with the state.
-    assert planned.epochs_done == 1 and planned.epochs == 3 and planned.total_steps == 12
+    # The plan is stored with the state.
+    assert planned.epochs_done == 1 and planned.epochs == 3 and planned.total_steps == 10
 
     printed = shlex.split(err.split("resume with: ", 1)[1].splitlines()[0])
     assert printed[:2] == ["python3", "fcn-12.3.1.py"] and "--time-budget" in printed
@@ -330,10 +370,16 @@ def test_an_interrupted_budgeted_run_resumed_with_the_printed_command_trains_its
     finished = read_training_state(state_path)
     # Exactly the plan: its epochs, its steps (the rate reaches 0 only on the planned last step), no more.
     assert finished.epochs_done == finished.epochs == planned.epochs
-    assert finished.total_steps == planned.total_steps
+    assert steps_trained(state_path) == planned.total_steps
     with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == planned.epochs and float(rows[-1]["learning_rate"]) == 0.0
+
+
+def steps_trained(state_path):
+    """The optimizer's step count (its first variable) in a last-state file."""
+    with np.load(state_path) as arrays:
+        return int(arrays["optimizer_0"])
 
 
 @pytest.mark.parametrize("extra, message", [

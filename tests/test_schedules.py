@@ -5,6 +5,8 @@ import math
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segmentation.schedules import LearningRateLogger, WarmupCosine, lr_schedule_code, lr_schedule_text, warmup_cosine
 
@@ -44,10 +46,83 @@ def test_keras_schedule_matches_the_formula_and_can_be_resized():
     steps = [0, 3, 4, 5, 20, 49, 50, 60]
     assert [float(schedule(step)) for step in steps] == pytest.approx([warmup_cosine(s, 50, 2e-3) for s in steps],
                                                                       rel=1e-5, abs=1e-9)
-    schedule.set_total_steps(200)
+    # Resized in its warm-up, before any step: the warm-up and the decay are those of the new length.
+    schedule.resize(200, at_step=0)
     assert [float(schedule(step)) for step in steps] == pytest.approx([warmup_cosine(s, 200, 2e-3) for s in steps],
                                                                       rel=1e-5, abs=1e-9)
-    assert schedule.get_config() == {"peak_rate": 2e-3, "total_steps": 200}
+    # Resized after it: the rest of it, from the rate at step 30 to 0 at step 100.
+    schedule.resize(100, at_step=30)
+    later = [30, 31, 65, 99, 100, 120]
+    assert [float(schedule(step)) for step in later] == pytest.approx(
+        [schedule.rate(step) for step in later], rel=1e-5, abs=1e-9)
+    assert schedule.rate(30) == pytest.approx(warmup_cosine(30, 200, 2e-3))
+    assert schedule.rate(65) == pytest.approx(warmup_cosine(30, 200, 2e-3) / 2)
+    config = schedule.get_config()
+    assert config["peak_rate"] == 2e-3 and config["total_steps"] == 100
+    restored = WarmupCosine.from_config(config)
+    assert [restored.rate(step) for step in later] == pytest.approx([schedule.rate(step) for step in later])
+
+
+# Rates of the issue's examples, as shares of the peak, before the fix: resumed with twice the --epochs (a
+# rate of 0.587 at step 20 moved to 0.933); a finished run resumed (0 to 0.587); the time budget's re-plan
+# from 1,000 to 1,250 steps at step 750 (the rate 2.31 times higher).
+@pytest.mark.parametrize("total, resized, step", [(40, 80, 20), (20, 40, 20), (1000, 1250, 750), (1000, 800, 750)],
+                         ids=["more-epochs", "finished", "budget-extended", "budget-cut"])
+def test_a_resized_schedule_goes_on_from_the_rate_it_had_to_0_at_its_new_end(total, resized, step):
+    schedule = WarmupCosine(1.0, total_steps=total)
+    before = warmup_cosine(step, total, 1.0)
+    schedule.resize(resized, at_step=step)
+    assert float(schedule(step)) == pytest.approx(before, abs=1e-6)
+    rates = np.array([schedule.rate(later) for later in range(step, resized + 3)])
+    assert rates[0] == pytest.approx(before) and (np.diff(rates) <= 0).all()
+    assert rates[resized - step] == 0 and rates[resized - step - 1] > 0 or before == 0
+    # Half-way through what is left, half the rate it had.
+    assert schedule.rate(step + (resized - step) / 2) == pytest.approx(before / 2)
+
+
+def test_a_finished_schedule_stays_at_0_when_resized():
+    schedule = WarmupCosine(1.0, total_steps=20)
+    schedule.resize(40, at_step=20)
+    assert [float(schedule(step)) for step in (20, 30, 40)] == [0.0, 0.0, 0.0]
+
+
+def never_rises_after_its_peak(rates):
+    """Whether the rates rise (or stay) up to their first maximum, then only fall (or stay), float32 rounding aside."""
+    rates = np.asarray(rates)
+    peak = int(np.argmax(rates))
+    tolerance = 1e-6 * rates[peak]
+    return bool((np.diff(rates[: peak + 1]) >= -tolerance).all() and (np.diff(rates[peak:]) <= tolerance).all())
+
+
+@given(
+    total=st.integers(1, 400),
+    # Each resize: the steps trained since the last one, and the new total (perhaps already reached).
+    resizes=st.lists(st.tuples(st.integers(0, 150), st.integers(1, 600)), max_size=6),
+)
+@settings(max_examples=100, deadline=None)
+def test_however_often_it_is_resized_the_rate_never_rises_after_the_warm_up(total, resizes):
+    peak = 1.0
+    schedule = WarmupCosine(peak, total_steps=total)
+    rates, step = [], 0
+    for steps_trained, new_total in resizes:
+        # The formula with the schedule's numbers (its config), a thousand times faster than reading them each step.
+        config = schedule.get_config()
+        rates += [warmup_cosine(later, **config) for later in range(step, step + steps_trained)]
+        step += steps_trained
+        before = schedule.rate(step)
+        schedule.resize(new_total, at_step=step)
+        if rates and before <= max(rates) and new_total > step:
+            # Past the warm-up, a resize to a later end goes on from the rate it had: no jump.
+            assert schedule.rate(step) == pytest.approx(before, rel=1e-6)
+    # The compiled step's rate is the formula's.
+    assert float(schedule(step)) == pytest.approx(schedule.rate(step), rel=1e-5, abs=1e-7)
+    config = schedule.get_config()
+    end = config["total_steps"]
+    rates += [warmup_cosine(later, **config) for later in range(step, max(step, end) + 3)]
+    assert never_rises_after_its_peak(rates)
+    assert max(rates) <= peak
+    # The rate reaches 0 at the last step and stays there.
+    assert rates[-1] == 0 and schedule.rate(max(step, end)) == 0
 
 
 def test_compiled_training_step_follows_a_resized_schedule():
@@ -57,7 +132,7 @@ def test_compiled_training_step_follows_a_resized_schedule():
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=schedule), loss="mse")
     x, y = np.ones((4, 2), np.float32), np.zeros((4, 1), np.float32)
     model.train_on_batch(x, y)
-    schedule.set_total_steps(2)
+    schedule.resize(2, at_step=1)
     before = model.get_weights()[0].copy()
     model.train_on_batch(x, y)  # step 1 of 2: the peak rate
     assert not np.allclose(model.get_weights()[0], before)
@@ -65,8 +140,9 @@ def test_compiled_training_step_follows_a_resized_schedule():
     after = model.get_weights()[0].copy()
     model.train_on_batch(x, y)
     np.testing.assert_array_equal(model.get_weights()[0], after)
-    # The schedule's variable is not one of the optimizer's (the saved state keeps its layout).
-    assert all(variable is not schedule.total_steps for variable in model.optimizer.variables)
+    # The schedule's variables are not the optimizer's (the saved state keeps its layout).
+    mine = {id(schedule.total_steps), id(schedule.anchor_step), id(schedule.anchor_rate), id(schedule.warming_up)}
+    assert not mine & {id(variable) for variable in model.optimizer.variables}
 
 
 def test_logger_records_the_rate_where_each_epoch_ended():
