@@ -112,6 +112,9 @@ class DataGenerator(keras.utils.PyDataset):
         # run see the same draws as one uninterrupted run.
         self._augmentation_seed = np.random.SeedSequence(seed).entropy
         self._epoch = -1
+        # The bad image a batch met (`__getitem__`), kept for `training.train` to report in its one line:
+        # TensorFlow's data pipeline raises its own error in its place.
+        self.failure: DatasetError | None = None
         self.on_epoch_end()
 
     @property
@@ -164,8 +167,16 @@ class DataGenerator(keras.utils.PyDataset):
         return images, np.stack([self.labels.masks[key] for key in keys])
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch `index`: float32 images in [0, 1] and float32 one-hot masks (all zeros where ignored)."""
-        images, class_maps = self.batch_class_maps(index)
+        """Batch `index`: float32 images in [0, 1] and float32 one-hot masks (all zeros where ignored).
+
+        Raises:
+            DatasetError: for an image that cannot be read; it is kept in `failure` too.
+        """
+        try:
+            images, class_maps = self.batch_class_maps(index)
+        except DatasetError as error:
+            self.failure = error
+            raise
         # One generator per batch, from (seed, epoch, batch): the same crops and draws in any worker thread.
         rng = np.random.default_rng([self._augmentation_seed, self._epoch, index])
         if self.fit_size == "crop":

@@ -1,17 +1,86 @@
-"""Reading and checking the images: 8-bit RGB (grey and palette converted), of the size the network takes."""
+"""Reading and checking the images: one check for training, evaluation and prediction.
+
+Every image the programs read goes through Pillow here, in the same way: the header is checked (the
+format, the mode, the pixel count, and for PNG the chunk checksums) without decoding the pixels
+(`image_header`, `check_image`), and decoding (`decode_image`) checks the header again, refuses data
+cut short (Pillow's `load` raises on it: `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` keeps its default,
+False) and converts the modes of `CONVERTED_MODES` to 8-bit RGB with Pillow's own conversions (grey
+repeated, palette looked up, alpha dropped, CMYK to RGB). Whatever is wrong ends in a `DatasetError`
+whose one line names the file, the problem and the fix.
+"""
+
+import contextlib
+import errno
+import os
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import PIL.Image
-import skimage.io
 
 from segmentation.errors import DatasetError
 
 # Pillow image modes read as they are, and those converted to RGB on reading (grey repeated,
-# palette looked up, alpha dropped). Any other mode (16-bit or float grey, CMYK, ...) is refused.
+# palette looked up, alpha dropped, CMYK converted). Any other mode (16-bit or float grey, ...) is refused.
 RGB_MODES = ("RGB",)
-CONVERTED_MODES = ("L", "LA", "1", "P", "PA", "RGBA", "RGBa", "La")
+CONVERTED_MODES = ("L", "LA", "1", "P", "PA", "RGBA", "RGBa", "La", "CMYK")
 # The image files a folder of images is made of (`--predict-dir`, a mask folder's images).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# The most pixels an image may have, checked from its header before its pixels are decoded: reading an
+# image and predicting it whole takes about 75 bytes a pixel at its peak (the float copies of resizing
+# and blending), so the cap bounds that at about 1.9 GB. A 6000x4000 (24 Mpx) photo passes.
+MAX_PIXELS = 25_000_000
+# What to do with a file that is no image the programs can read.
+REPLACE = "Replace the file or remove it"
+
+
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator[PIL.Image.Image]:
+    """Opens an image with Pillow (its header only), turning every failure into a `DatasetError`."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from 89 Mpx up; MAX_PIXELS, far below, refuses such images in one line instead.
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            image = PIL.Image.open(path)
+    except PIL.Image.DecompressionBombError:
+        raise DatasetError(
+            f"{path}: the image has more than {2 * PIL.Image.MAX_IMAGE_PIXELS:,} pixels, beyond the "
+            f"{MAX_PIXELS:,} pixels an image may have ({_cap_text()}). Scale it down and run again."
+        ) from None
+    except Exception as error:  # Pillow raises many types for a bad file
+        raise DatasetError(f"{path}: cannot read the image ({_reason(path, error)}). {REPLACE}.") from None
+    with image:
+        yield image
+
+
+def _cap_text() -> str:
+    return f"the cap that bounds the memory reading an image takes, about {75 * MAX_PIXELS / 1e9:.1f} GB"
+
+
+def _reason(path: str, error: Exception) -> str:
+    """Why `path` could not be read, in a few words: a broken symbolic link said as such."""
+    if isinstance(error, OSError) and error.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _check_header(path: str, image: PIL.Image.Image) -> None:
+    """Refuses an opened image whose mode cannot be converted to 8-bit RGB, or that has too many pixels."""
+    if image.mode not in RGB_MODES + CONVERTED_MODES:
+        raise DatasetError(
+            f"{path}: image mode {image.mode} is not supported: expected an 8-bit RGB image (grey, palette, "
+            "alpha and CMYK are converted; 16-bit and float images are refused). Convert it to 8-bit RGB, e.g. "
+            "with Pillow's Image.convert('RGB')."
+        )
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise DatasetError(
+            f"{path}: the image is {width}x{height} ({width * height:,} pixels), more than the {MAX_PIXELS:,} "
+            f"pixels an image may have ({_cap_text()}). Scale it down and run again."
+        )
+
 
 def check_image(path: str, height: int, width: int) -> str:
     """Checks an image file's header without decoding its pixels.
@@ -25,9 +94,7 @@ def check_image(path: str, height: int, width: int) -> str:
         The Pillow mode, `"RGB"` or one of `CONVERTED_MODES` that `read_image` converts.
 
     Raises:
-        DatasetError: if the file is not a readable image, its data is cut short (PNG, whose
-            chunk checksums are verified), it is 16-bit, float or CMYK, or it is not
-            `height` x `width`.
+        DatasetError: if `image_header` refuses the file, or it is not `height` x `width`.
     """
     mode, size = image_header(path)
     if size != (width, height):
@@ -39,7 +106,10 @@ def check_image(path: str, height: int, width: int) -> str:
 
 
 def image_header(path: str) -> tuple[str, tuple[int, int]]:
-    """Checks an image file of any size as `check_image` does, and returns its mode and size.
+    """Checks an image file of any size from its header, and returns its mode and size.
+
+    The pixels are not decoded: a JPEG whose data is cut short after a sound header passes, and is
+    refused by `decode_image` (PNG chunks carry checksums, so a cut PNG is refused here).
 
     Args:
         path: str. Image file.
@@ -48,32 +118,26 @@ def image_header(path: str) -> tuple[str, tuple[int, int]]:
         `(mode, (width, height))`, the mode `"RGB"` or one of `CONVERTED_MODES`.
 
     Raises:
-        DatasetError: if the file is not a readable image, its data is cut short, or it is
-            16-bit, float or CMYK.
+        DatasetError: if the file is not a readable image (a broken symbolic link included), its PNG
+            data is cut short, its mode is 16-bit or float, or it has more than `MAX_PIXELS` pixels.
     """
-    try:
-        with PIL.Image.open(path) as image:
-            mode, size = image.mode, image.size
+    with _opened(path) as image:
+        _check_header(path, image)
+        mode, size = image.mode, image.size
+        try:
             image.verify()
-    except Exception as error:  # Pillow raises many types for a bad file
-        reason = " ".join(str(error).split()) or type(error).__name__
-        raise DatasetError(
-            f"{path}: not a readable image ({reason}). Replace the file, or remove it and its entry "
-            "in the labels."
-        ) from None
-    if mode not in RGB_MODES + CONVERTED_MODES:
-        raise DatasetError(
-            f"{path}: image mode {mode} is not supported (16-bit, float and CMYK images are refused). "
-            "Convert it to 8-bit RGB, e.g. with Pillow's Image.convert('RGB')."
-        )
+        except Exception as error:  # Pillow raises many types for a bad file
+            raise DatasetError(f"{path}: cannot read the image ({_reason(path, error)}). {REPLACE}.") from None
     return mode, size
 
 
 def decode_image(path: str) -> np.ndarray:
-    """Decodes an image of any size as 8-bit RGB.
+    """Decodes an image of any size as 8-bit RGB, after the checks of `image_header`.
 
-    Grey images are repeated into three channels and an alpha channel is
-    dropped; 16-bit, float and CMYK images are refused.
+    Grey images are repeated into three channels, palettes looked up, an alpha
+    channel dropped and CMYK converted to RGB (Pillow's `convert("RGB")`);
+    16-bit and float images, and images of more than `MAX_PIXELS` pixels, are
+    refused before their pixels are decoded.
 
     Args:
         path: str. Image file.
@@ -82,24 +146,18 @@ def decode_image(path: str) -> np.ndarray:
         uint8 array `(H, W, 3)`.
 
     Raises:
-        DatasetError: if the file cannot be decoded or is not 8-bit.
+        DatasetError: if `image_header` would refuse the file, or its data is cut short or damaged.
     """
-    try:
-        image = skimage.io.imread(path)
-    except Exception as error:  # decoders raise many types for a bad file
-        raise DatasetError(f"{path}: cannot read the image ({type(error).__name__}: {error}).") from None
-    if image.dtype == bool:
-        image = image.astype(np.uint8) * 255
-    if image.ndim == 3 and image.shape[-1] in (2, 4):
-        image = image[..., :-1]
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
-        image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=-1)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise DatasetError(
-            f"{path}: expected an 8-bit RGB image, found shape {image.shape} dtype {image.dtype}. "
-            "Convert it to 8-bit RGB."
-        )
-    return image
+    with _opened(path) as image:
+        _check_header(path, image)
+        try:
+            image.load()  # raises on data cut short: LOAD_TRUNCATED_IMAGES is False
+            if image.mode == "La":  # premultiplied grey + alpha: Pillow converts it to RGB through LA
+                image = image.convert("LA")
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+        except Exception as error:  # decoders raise many types for bad data
+            raise DatasetError(f"{path}: cannot read the image ({_reason(path, error)}). {REPLACE}.") from None
+        return np.array(rgb, dtype=np.uint8)
 
 
 def image_to_float(image: np.ndarray) -> np.ndarray:
@@ -117,8 +175,8 @@ def image_to_float(image: np.ndarray) -> np.ndarray:
 def read_image(path: str, height: int, width: int) -> np.ndarray:
     """Reads an RGB image as float32 in [0, 1] (the book's `img_as_float`).
 
-    Grey images are repeated into three channels and an alpha channel is
-    dropped (`load_labels` warns about them once); 16-bit images are refused.
+    Other modes are converted as `decode_image` converts them (`load_labels` warns
+    about them once); 16-bit and float images are refused.
 
     Args:
         path: str. Image file.
@@ -129,8 +187,7 @@ def read_image(path: str, height: int, width: int) -> np.ndarray:
         float32 array `(height, width, 3)`.
 
     Raises:
-        DatasetError: if the file cannot be decoded, is not 8-bit RGB, or is
-            not `height` x `width`.
+        DatasetError: if `decode_image` refuses the file, or it is not `height` x `width`.
     """
     image = decode_image(path)
     if image.shape[:2] != (height, width):

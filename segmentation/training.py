@@ -371,6 +371,11 @@ def train(
         if train_data.failure is None:
             raise
         raise train_data.failure from None
+    except Exception:
+        # A bad image the loader met: TensorFlow's data pipeline wraps its DatasetError in its own error.
+        if train_data.failure is None:
+            raise
+        raise train_data.failure from None
 
 
 def report_training(fcn: keras.Model, files: RunFiles, history: dict[str, list[float]],
