@@ -6,7 +6,9 @@
 - `<name>.weights.h5`: the best weights (the book wrote `<name>.h5`, which Keras 3 refuses);
 - `<name>.json`: their test metrics and the run's settings;
 - `<run>-last.state.npz`: the last completed epoch's state, for `--resume`;
-- `miou_history.npy`, `mpla_history.npy` (the book's histories), `history.csv`, `report.png`.
+- `miou_history.npy`, `mpla_history.npy` (the book's histories), `history.csv`, `report.png`: one set per
+  folder, the book's names, so a run of another network (another `--depth`, `--layers` or `--dataset`)
+  is refused where they are another run's (`histories_of_another_run`).
 
 Ground truth is read from `--data-path`: the book's `.npy` files, or folders of `<image stem>.png`
 class-index masks; the class names are stored beside either (`class_names_path`).
@@ -163,3 +165,62 @@ class RunFiles:
     @property
     def report(self) -> str:
         return os.path.join(self.save_dir, REPORT_FILE)
+
+    @property
+    def histories(self) -> tuple[str, ...]:
+        """The files every run into the folder writes under the same names: histories and report."""
+        return (self.history_csv, os.path.join(self.save_dir, MIOU_HISTORY), os.path.join(self.save_dir, MPLA_HISTORY),
+                self.report)
+
+
+def histories_of_another_run(files: RunFiles) -> str | None:
+    """The last state of another network's run whose histories and report lie in the save folder, or None.
+
+    The histories carry no run's name, so they are taken to be those of the run that saved its state
+    last (a run rewrites them after every epoch, just before its state). None when there are no
+    histories, no other run's state, or this run's state is the newest: the histories are then this
+    run's, or they were left by a run that kept no state (the book's own).
+
+    Args:
+        files: RunFiles. This run's files.
+
+    Returns:
+        The other run's last-state file, or None.
+    """
+    if not any(os.path.isfile(path) for path in files.histories):
+        return None
+    own = os.path.basename(files.state)
+    states = [os.path.join(files.save_dir, name) for name in os.listdir(files.save_dir)
+              if name.endswith(LAST_STATE_SUFFIX) and name != own]
+    if not states:
+        return None
+    newest = max(states, key=os.path.getmtime)
+    if os.path.isfile(files.state) and os.path.getmtime(files.state) >= os.path.getmtime(newest):
+        return None
+    return newest
+
+
+def check_histories_are_this_runs(files: RunFiles, resume: bool) -> None:
+    """Refuses a run that would replace another network's histories and report (`histories_of_another_run`).
+
+    Args:
+        files: RunFiles. This run's files.
+        resume: bool. `--resume`, which cannot be given `--overwrite`.
+
+    Raises:
+        UsageError: naming both runs and the fix.
+    """
+    other = histories_of_another_run(files)
+    if other is None:
+        return
+    fix = ("move them away to resume it." if resume else
+           "choose another --save-dir, move them away, or give --overwrite to replace them.")
+    raise UsageError(
+        f"{files.save_dir}: {', '.join(os.path.basename(path) for path in files.histories)} are those of the run "
+        f"{_run_name(other)} (its state {os.path.basename(other)}); this run of {_run_name(files.state)} would "
+        f"replace them: {fix}"
+    )
+
+
+def _run_name(state_path: str) -> str:
+    return os.path.basename(state_path).removesuffix(LAST_STATE_SUFFIX)

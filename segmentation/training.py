@@ -45,7 +45,7 @@ from segmentation.config import TrainingSettings, recorded_setting
 from segmentation.distribution import prepare_for_fit
 from segmentation.errors import Terminated, TrainingInterrupted, UsageError
 from segmentation.evaluation import evaluate_dataset
-from segmentation.paths import RunFiles, best_metrics_path
+from segmentation.paths import RunFiles, best_metrics_path, check_histories_are_this_runs
 from segmentation.precise_bn import PreciseStatistics, check_one_device, count_statistics_batches
 from segmentation.report import write_training_report
 from segmentation.schedules import STEP_SCHEDULES, LearningRateLogger, WarmupCosine, get_lr_schedule
@@ -172,12 +172,15 @@ def plan_training(
                 f"--resume: {files.state} stopped early, its mIoU not improved for {state.epochs_without_improvement} "
                 f"epoch(s) (--patience {patience}); give a larger --patience to train on."
             )
+        check_histories_are_this_runs(files, resume=True)
         state.epochs = planned
         if record is not None:
             state.best_miou = max(state.best_miou, float(selection_miou(record)))
         logger.info("Resuming %s after epoch %d of %d (best mIoU so far %.4f)",
                     files.state, state.epochs_done, planned, state.best_miou)
         return state
+    if not overwrite:
+        check_histories_are_this_runs(files, resume=False)
     recorded = record.get("settings", {}) if record else settings.as_record()
     trained = (recorded_setting(recorded, "head_filters"), recorded_setting(recorded, "decoder"))
     if trained != (settings.head_filters, settings.decoder) and not overwrite:

@@ -25,7 +25,7 @@ from segmentation.data import load_data
 from segmentation.errors import DatasetError, UsageError
 from segmentation.labels import read_labels_dict
 from segmentation.masks import images_by_stem, list_masks, read_class_names
-from segmentation.paths import RunFiles
+from segmentation.paths import RunFiles, histories_of_another_run
 from segmentation.training import plan_training
 
 
@@ -277,3 +277,69 @@ def test_a_resumed_val_split_holds_out_the_images_the_run_held_out(book_dataset,
     assert resumed.validation.keys == started.validation.keys
     assert resumed.train.keys == started.train.keys
     assert "holds out the images the run drew with seed 1" in caplog.text
+
+
+# === Two networks trained into one save folder ===
+HISTORY_FILES = ("history.csv", "miou_history.npy", "mpla_history.npy", "report.png")
+
+
+def test_a_second_network_does_not_replace_the_first_ones_histories(book_dataset, tmp_path, run_cli):
+    data_path, _ = book_dataset
+    save_dir = tmp_path / "weights"
+    common = [*TINY, "--data-path", data_path, "--save-dir", str(save_dir), "--train", "--epochs", "1"]
+    status, _, err = run_cli([*common, "--seed", "0"])
+    assert status == 0, err
+    before = {name: (save_dir / name).read_bytes() for name in HISTORY_FILES}
+    listing = sorted(os.listdir(save_dir))
+    status, _, err = run_cli([*common, "--depth", "20"])
+    assert_one_line(status, err, "history.csv", "ResNet11v2-1layer-drinks", "ResNet20v2-1layer-drinks",
+                    "--overwrite")
+    assert {name: (save_dir / name).read_bytes() for name in HISTORY_FILES} == before
+    assert sorted(os.listdir(save_dir)) == listing
+
+
+def write_run_files(save_dir, name, mtime):
+    """A stand-in for a run's last state, dated `mtime`."""
+    path = os.path.join(save_dir, f"{name}-last.state.npz")
+    with open(path, "wb") as file:
+        file.write(b"state")
+    os.utime(path, (mtime, mtime))
+
+
+def test_the_histories_belong_to_the_run_that_saved_its_state_last(tmp_path):
+    save_dir = str(tmp_path)
+    files = RunFiles.of(save_dir, 20, 1, "drinks")
+    for name in HISTORY_FILES:
+        (tmp_path / name).write_bytes(b"curves")
+    # The book's histories, or any left without a run's state: no run to name, as before.
+    assert histories_of_another_run(files) is None
+    write_run_files(save_dir, "ResNet11v2-1layer-drinks", 1000)
+    assert histories_of_another_run(files).endswith("ResNet11v2-1layer-drinks-last.state.npz")
+    # This run saved after the other one: the histories are its own.
+    write_run_files(save_dir, "ResNet20v2-1layer-drinks", 2000)
+    assert histories_of_another_run(files) is None
+    # The other one saved since (it was given --overwrite): resuming this one would replace its histories.
+    write_run_files(save_dir, "ResNet11v2-1layer-drinks", 3000)
+    assert histories_of_another_run(files).endswith("ResNet11v2-1layer-drinks-last.state.npz")
+    for name in HISTORY_FILES:
+        os.remove(tmp_path / name)
+    assert histories_of_another_run(files) is None
+
+
+def test_a_resume_over_another_runs_histories_is_refused_and_overwrite_lets_a_fresh_run_replace_them(tmp_path):
+    save_dir = str(tmp_path)
+    settings = patience_settings(None)
+    files = RunFiles.of(save_dir, 11, 1, "drinks")
+    saved_state(files, {"test_miou": [0.5]}, 0, settings)
+    os.utime(files.state, (1000, 1000))
+    state = read_training_state(files.state)
+    state.epochs = 5
+    for name in HISTORY_FILES:
+        (tmp_path / name).write_bytes(b"curves")
+    write_run_files(save_dir, "ResNet20v2-1layer-drinks", 2000)
+    with pytest.raises(UsageError, match="ResNet20v2-1layer-drinks.*move them away"):
+        plan_training(files, settings, resume=True, overwrite=False, epochs=5, seed=0)
+    other = RunFiles.of(save_dir, 56, 1, "drinks")
+    with pytest.raises(UsageError, match="--overwrite"):
+        plan_training(other, settings, resume=False, overwrite=False, epochs=5, seed=0)
+    assert plan_training(other, settings, resume=False, overwrite=True, epochs=5, seed=0).epochs_done == 0
