@@ -61,8 +61,17 @@ def test_the_average_after_known_updates_is_the_ema_formula_and_is_lent_then_tak
 def test_without_ema_the_weights_stay_as_they_are():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile(optimizer="adam", loss="mse")
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        model.train_on_batch(rng.random((8, 4)), rng.random((8, 2)))
+    trained = trainable_values(model)
     with averaged_weights(model.optimizer) as averaged:
         assert not averaged
+        # What the evaluation inside the block sees: the trained weights themselves.
+        for weight, value in zip(trainable_values(model), trained, strict=True):
+            np.testing.assert_array_equal(weight, value)
+    for weight, value in zip(trainable_values(model), trained, strict=True):
+        np.testing.assert_array_equal(weight, value)
 
 
 def test_the_state_file_keeps_the_average(tmp_path):

@@ -12,6 +12,7 @@ from conftest import HEIGHT, N_CLASSES, WIDTH
 
 from data_generator import DataGenerator
 from model import build_model
+from segmentation import evaluation
 from segmentation.checkpoints import restore_weights
 from segmentation.classes import class_colors
 from segmentation.evaluation import evaluate_dataset, predict_class_maps, segment_image_file
@@ -54,11 +55,36 @@ def images(count=2, seed=0):
     return np.random.default_rng(seed).random((count, HEIGHT, WIDTH, 3), dtype=np.float32)
 
 
-def test_a_network_that_treats_each_pixel_alone_predicts_the_same_with_tta(pointwise):
+def recording(predict, seen):
+    """`predict` (of a batch), appending every image it is given to `seen`."""
+
+    def predict_and_record(batch):
+        seen.extend(np.asarray(batch))
+        return predict(batch)
+
+    return predict_and_record
+
+
+def assert_saw_each_image_and_its_mirror(seen, batch):
+    """The network was given every image and its left-right mirror (width flipped, not height)."""
+    assert len(seen) == 2 * len(batch)
+    for image in [*batch, *batch[:, :, ::-1]]:
+        assert any(np.array_equal(view, image) for view in seen)
+
+
+def test_a_network_that_treats_each_pixel_alone_predicts_the_same_with_tta(pointwise, monkeypatch):
     batch = images()
     plain = pointwise.predict_on_batch(batch)
-    np.testing.assert_allclose(flip_averaged(pointwise.predict_on_batch)(batch), plain, atol=1e-6)
+    seen = []
+    np.testing.assert_allclose(flip_averaged(recording(pointwise.predict_on_batch, seen))(batch), plain, atol=1e-6)
+    # The same, though it did predict the mirror images: not an averaging that does nothing.
+    assert_saw_each_image_and_its_mirror(seen, batch)
+    seen = []
+    predict_batch = evaluation.predict_batch
+    monkeypatch.setattr("segmentation.evaluation.predict_batch",
+                        lambda model, batch: recording(lambda views: predict_batch(model, views), seen)(batch))
     np.testing.assert_array_equal(predict_class_maps(pointwise, batch, None, 2, tta=True), plain.argmax(axis=-1))
+    assert_saw_each_image_and_its_mirror(seen, batch)
 
 
 def test_tta_is_the_mean_of_the_prediction_and_the_flipped_prediction_of_the_flipped_image(directional):
@@ -95,9 +121,16 @@ def test_tiles_evaluation_and_a_folder_take_tta(directional, pointwise, tmp_path
     tiled = predict_class_maps(directional, [whole], (HEIGHT, WIDTH), 2, tta=True)[0]
     np.testing.assert_array_equal(tiled, expected)
     assert (tiled != predict_class_maps(directional, [whole], (HEIGHT, WIDTH), 2)[0]).any()
-    # Whatever the tiles, a network that treats each pixel alone scores the same with and without it.
+    # Whatever the tiles, a network that treats each pixel alone scores the same with and without it...
     assert (evaluate_dataset(pointwise, generator, tta=True).confusion
             == evaluate_dataset(pointwise, generator).confusion).all()
+    # ... and one that does not scores the classes of its flip-averaged tiles (every pixel's truth is class 0).
+    confusion = evaluate_dataset(directional, generator, tta=True).confusion
+    maps = predict_class_maps(directional, [generator.read_image(name) for name in names], (HEIGHT, WIDTH), 2,
+                              tta=True)
+    np.testing.assert_array_equal(confusion[0], np.bincount(np.concatenate([m.ravel() for m in maps]),
+                                                            minlength=N_CLASSES))
+    assert (confusion != evaluate_dataset(directional, generator).confusion).any()
     planned = plan_outputs([os.path.join(folder, names[0])], str(tmp_path / "out"))
     predict_directory(directional, planned, str(tmp_path / "out"), batch_size=2, verbose=0, fit_size="crop",
                       tta=True)
