@@ -1,14 +1,20 @@
 """The learning-rate schedules: the book's two, and warm-up plus cosine decay."""
 
+import csv
 import math
+import os
 
 import keras
 import numpy as np
 import pytest
+from conftest import HEIGHT, WIDTH
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segmentation.schedules import LearningRateLogger, WarmupCosine, lr_schedule_code, lr_schedule_text, warmup_cosine
+
+TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
+        "--head-filters", "8", "--jit-compile", "off"]
 
 
 @pytest.mark.parametrize(
@@ -157,3 +163,37 @@ def test_logger_records_the_rate_where_each_epoch_ended():
 def test_peak_rate_must_be_positive():
     with pytest.raises(ValueError, match="peak_rate"):
         WarmupCosine(0.0)
+
+
+class CtrlCInSecondEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.xfail(strict=True, reason="issue 29 item 12: the resume state must hold the schedule "
+                   "(TrainingState.schedule, set and used by training.train) and plan_training must refuse a "
+                   "finished cosine run")
+def test_a_run_resumed_with_more_epochs_goes_on_from_its_rate_and_a_finished_one_is_refused(
+        book_dataset, tmp_path, run_cli, monkeypatch):
+    data_path, _ = book_dataset
+    save_dir = str(tmp_path / "weights")
+    argv = ["--train", *TINY, "--data-path", data_path, "--save-dir", save_dir, "--seed", "0",
+            "--lr-schedule", "cosine", "--learning-rate", "3e-3"]
+    fit = keras.Model.fit
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "fit", lambda self, *args, callbacks=(), **kwargs: fit(
+            self, *args, callbacks=[*callbacks, CtrlCInSecondEpoch()], **kwargs))
+        status, _, err = run_cli([*argv, "--epochs", "2"])
+    assert status == 130, err
+    # Resumed at step 4 of 8 with twice the epochs: from the rate there down to 0 at step 16.
+    status, _, err = run_cli([*argv, "--epochs", "4", "--resume"])
+    assert status == 0, err
+    with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(file)]
+    at_resume = warmup_cosine(4, 8, 3e-3)
+    assert rates == pytest.approx([at_resume, *(warmup_cosine(step, 16, 3e-3, anchor_step=4, anchor_rate=at_resume,
+                                                              warming_up=False) for step in (8, 12, 16))], rel=1e-5)
+    # Finished, its rate 0 for good: a resume with more epochs would train nothing.
+    status, _, err = run_cli([*argv, "--epochs", "6", "--resume"])
+    assert status == 2 and "--restore-weights" in err and "\n" not in err.strip()
