@@ -26,10 +26,12 @@ RGB_MODES = ("RGB",)
 CONVERTED_MODES = ("L", "LA", "1", "P", "PA", "RGBA", "RGBa", "La", "CMYK")
 # The image files a folder of images is made of (`--predict-dir`, a mask folder's images).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-# The most pixels an image may have, checked from its header before its pixels are decoded: reading an
-# image and predicting it whole takes about 75 bytes a pixel at its peak (the float copies of resizing
-# and blending), so the cap bounds that at about 1.9 GB. A 6000x4000 (24 Mpx) photo passes.
+# The most pixels an image may have, checked from its header before its pixels are decoded. Segmenting
+# an image whole (`--predict-dir`) takes up to about 65 bytes a pixel at its peak (measured with 4 classes:
+# the float copies of resizing it, or with --fit-size crop of its tiles' probabilities), so the cap bounds
+# that at about 1.6 GB. A 6000x4000 (24 Mpx) photo passes; a 6000x6000 image is refused.
 MAX_PIXELS = 25_000_000
+PEAK_BYTES_PER_PIXEL = 65
 # What to do with a file that is no image the programs can read.
 REPLACE = "Replace the file or remove it"
 
@@ -54,7 +56,8 @@ def _opened(path: str) -> Iterator[PIL.Image.Image]:
 
 
 def _cap_text() -> str:
-    return f"the cap that bounds the memory reading an image takes, about {75 * MAX_PIXELS / 1e9:.1f} GB"
+    bound = PEAK_BYTES_PER_PIXEL * MAX_PIXELS / 1e9
+    return f"the cap that bounds the memory segmenting an image takes, about {bound:.1f} GB"
 
 
 def _reason(path: str, error: Exception) -> str:
@@ -169,7 +172,9 @@ def image_to_float(image: np.ndarray) -> np.ndarray:
     Returns:
         float32 array of the same shape, `image / 255`.
     """
-    return image.astype(np.float32) / 255.0
+    scaled = image.astype(np.float32)
+    scaled /= 255.0  # in place: one float copy of a large image, not two
+    return scaled
 
 
 def read_image(path: str, height: int, width: int) -> np.ndarray:

@@ -54,6 +54,8 @@ from segmentation.tta import flip_averaged
 
 # Weight of the coloured mask over an object's pixels in the overlay; background is left as it is.
 OVERLAY_OPACITY = 0.5
+# Rows of an image blended at a time in the overlay.
+OVERLAY_ROWS = 256
 # The optional converters (beyond requirements.txt) each --export-format needs; LiteRT's is TensorFlow's own.
 EXPORT_MODULES = {"onnx": ("tf2onnx", "onnx")}
 EXPORT_REQUIREMENTS = "requirements-export.txt"
@@ -194,9 +196,15 @@ def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = OVERLAY_OPAC
     Returns:
         uint8 array `(H, W, 3)`.
     """
-    blended = (1.0 - opacity) * image + opacity * colorize(labels)
-    objects = (labels != 0)[..., np.newaxis]
-    return np.where(objects, np.round(blended), image).astype(np.uint8)
+    blended = image.copy()
+    # A band of rows at a time, so that the float copies of a large image's blend stay small.
+    for top in range(0, image.shape[0], OVERLAY_ROWS):
+        band_labels, band = labels[top : top + OVERLAY_ROWS], blended[top : top + OVERLAY_ROWS]
+        objects = band_labels != 0
+        if objects.any():
+            mixed = (1.0 - opacity) * band[objects] + opacity * colorize(band_labels[objects])
+            band[objects] = np.round(mixed)
+    return blended
 
 
 def predict_directory(

@@ -6,6 +6,8 @@ tests spoil an image that way and run the command line in-process, as `tests/tes
 """
 
 import os
+import time
+import tracemalloc
 
 import numpy as np
 import PIL.Image
@@ -204,3 +206,34 @@ def test_a_png_cut_after_200_bytes_is_refused_by_every_reader_in_one_line(tmp_pa
     summary = predict_directory(BackgroundModel(), planned, str(tmp_path / "out"), verbose=0)
     assert summary.written == [] and [path for path, _ in summary.skipped] == [cut]
     assert not (tmp_path / "out" / "cut-mask.png").exists()
+
+
+def test_a_huge_image_in_predict_dir_is_skipped_from_its_header_in_one_line(tmp_path):
+    """The issue's 6000x6000 PNG of about 110 KB took 3.37 GB and 47 s; now it is refused before decoding."""
+    from segmentation.images import MAX_PIXELS
+    from segmentation.inference import images_to_predict, plan_outputs, predict_directory
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    huge = PIL.Image.new("RGB", (6000, 6000))
+    huge.paste(RED, (1500, 1500, 3000, 3000))
+    huge.save(photos / "huge.png")
+    del huge
+    assert os.path.getsize(photos / "huge.png") < 200_000
+    write_cmyk_jpeg(str(photos / "small.jpg"), size=(30, 20))
+    planned = plan_outputs(images_to_predict(str(photos)), str(tmp_path / "out"))
+    tracemalloc.start()
+    started = time.monotonic()
+    summary = predict_directory(BackgroundModel(), planned, str(tmp_path / "out"), verbose=0)
+    seconds, peak = time.monotonic() - started, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    huge_path = str(photos / "huge.png")
+    assert [path for path, _ in summary.skipped] == [huge_path]
+    reason = summary.skipped[0][1]
+    assert reason.startswith(f"{huge_path}: the image is 6000x6000 (36,000,000 pixels), more than the "
+                             f"{MAX_PIXELS:,} pixels an image may have") and "\n" not in reason
+    assert reason.endswith("Scale it down and run again.")
+    assert [os.path.basename(item.image_path) for item in summary.written] == ["small.jpg"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["small-mask.png", "small-overlay.png"]
+    # Not decoded: no pixel array of it was made (36 Mpx are 108 MB as uint8), and no time spent.
+    assert peak < 20_000_000 and seconds < 10, (peak, seconds)
