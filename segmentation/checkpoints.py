@@ -61,6 +61,8 @@ class TrainingState:
             selection mIoU did not beat the run's best so far, as `--patience` last counted them;
             `--resume` counts them again from `history` (`epochs_since_best`), which every epoch
             extends, with `--patience` or without.
+        schedule: dict or None. The `--lr-schedule cosine` schedule (`WarmupCosine.get_config()`): its
+            last step and where it was last resized, so a resumed run goes on with the same rates.
     """
 
     epochs_done: int
@@ -72,6 +74,7 @@ class TrainingState:
     settings: dict
     total_steps: int | None = None
     epochs_without_improvement: int = 0
+    schedule: dict | None = None
 
 
 def epochs_since_best(mious: list[float]) -> int:

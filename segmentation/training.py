@@ -156,6 +156,14 @@ def plan_training(
         budgeted = recorded_setting(state.settings, "time_budget") is not None
         # A budgeted run (--time-budget) finishes the steps its budget planned, whatever --epochs says.
         planned = state.epochs if budgeted else epochs
+        if not budgeted and state.epochs_done >= state.epochs and recorded_setting(state.settings,
+                                                                                  "lr_schedule") == "cosine":
+            # Its rate is 0 for good: going on with it would train nothing, and a restart is a new schedule.
+            raise UsageError(
+                f"--resume: {files.state} finished its {state.epochs} epoch(s) and its cosine schedule, whose "
+                "learning rate is now 0; to train more, start a new run from its best weights with "
+                "--restore-weights (without --resume)."
+            )
         if state.epochs_done >= planned:
             raise UsageError(
                 f"--resume: {files.state} has finished all {state.epochs_done} epoch(s) its --time-budget planned; "
@@ -237,19 +245,21 @@ def score_existing_best(fcn: keras.Model, weights_path: str, test_data: DataGene
     return miou
 
 
-def compile_for_training(model: keras.Model, options: FitOptions,
-                         total_steps: int) -> tuple[WarmupCosine | None, keras.callbacks.Callback]:
+def compile_for_training(model: keras.Model, options: FitOptions, total_steps: int,
+                         schedule_config: dict | None = None) -> tuple[WarmupCosine | None, keras.callbacks.Callback]:
     """Compiles Adam with the `--lr-schedule`; returns the per-step schedule (or None) and its callback.
 
     An epoch schedule (`text`, `code`) is applied by `LearningRateScheduler` at each epoch's start; a
-    step schedule (`cosine`) is Adam's own learning rate, sized to `total_steps`, and logged each epoch.
+    step schedule (`cosine`) is Adam's own learning rate, sized to `total_steps` (or as `schedule_config`,
+    a resumed run's, says), and logged each epoch.
     With `--ema` Adam keeps the weights' moving average; a model with an auxiliary output has that
     output's loss weighted `--aux-loss`.
     """
     learning_rate = options.learning_rate
     step_schedule = None
     if options.lr_schedule in STEP_SCHEDULES:
-        step_schedule = WarmupCosine(learning_rate, total_steps=total_steps)
+        step_schedule = (WarmupCosine.from_config(schedule_config) if schedule_config
+                         else WarmupCosine(learning_rate, total_steps=total_steps))
         schedule_callback = LearningRateLogger(step_schedule)
     else:
         schedule_callback = keras.callbacks.LearningRateScheduler(
@@ -307,7 +317,8 @@ def train(
         train_data.on_epoch_end()
     total_steps = state.total_steps or state.epochs * len(train_data)
     model = fcn if options.aux_loss is None else build_training_model(fcn)
-    step_schedule, schedule_callback = compile_for_training(model, options, total_steps)
+    step_schedule, schedule_callback = compile_for_training(model, options, total_steps,
+                                                            state.schedule if options.resume else None)
     split = options.split
     miou_history = state.history.get(f"{split}_miou", [])
     mpla_history = [100.0 * value for value in state.history.get(f"{split}_pixel_accuracy", [])]
@@ -316,6 +327,10 @@ def train(
         # A kill between an epoch's history files and its state can leave an epoch too many there.
         write_history_csv(files.history_csv, state.history, state.epochs_done)
         save_histories(files.save_dir, miou_history, mpla_history)
+    if step_schedule is not None:
+        # Resumed with another --epochs: only what is left of the schedule changes, from its rate now.
+        step_schedule.resize(total_steps, at_step=int(keras.ops.convert_to_numpy(model.optimizer.iterations)))
+        state.schedule = step_schedule.get_config()
     logger.info("Classes: %d  Batch size: %d  Training images: %d  %s images: %d", train_data.n_classes,
                 train_data.batch_size, len(train_data.labels.masks), "Validation" if split == "val" else "Test",
                 len(selection_data.labels.masks))
@@ -337,6 +352,7 @@ def train(
     )
     def record_plan(plan: Plan) -> None:
         state.epochs, state.total_steps = plan.epochs, plan.total_steps
+        state.schedule = step_schedule.get_config() if step_schedule is not None else None
 
     budget = []
     if options.deadline is not None:
@@ -369,11 +385,6 @@ def train(
                          callbacks=callbacks, verbose=1 if options.verbose else 0)
     except KeyboardInterrupt as interrupt:
         raise TrainingInterrupted(state.epochs_done, files.state, isinstance(interrupt, Terminated)) from None
-    except Exception:
-        # A bad image the loader met: TensorFlow's data pipeline wraps its DatasetError in its own error.
-        if train_data.failure is None:
-            raise
-        raise train_data.failure from None
     except Exception:
         # A bad image the loader met: TensorFlow's data pipeline wraps its DatasetError in its own error.
         if train_data.failure is None:

@@ -13,7 +13,7 @@ from conftest import HEIGHT, WIDTH
 
 from segmentation.budget import REPORT_SECONDS, Plan, TimeBudget, plan_steps
 from segmentation.checkpoints import read_training_state
-from segmentation.schedules import LearningRateLogger, WarmupCosine
+from segmentation.schedules import LearningRateLogger, WarmupCosine, warmup_cosine
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fcn-12.3.1.py")
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
@@ -374,6 +374,10 @@ def test_an_interrupted_budgeted_run_resumed_with_the_printed_command_trains_its
     with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == planned.epochs and float(rows[-1]["learning_rate"]) == 0.0
+    # The resumed epochs go on with the schedule as the budget resized it at step 4 (from 12 steps to 10).
+    at_plan = warmup_cosine(4, 12, 3e-3)
+    assert float(rows[1]["learning_rate"]) == pytest.approx(
+        warmup_cosine(8, 10, 3e-3, anchor_step=4, anchor_rate=at_plan, warming_up=False), rel=1e-5)
 
 
 def steps_trained(state_path):

@@ -171,9 +171,6 @@ class CtrlCInSecondEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29 item 12: the resume state must hold the schedule "
-                   "(TrainingState.schedule, set and used by training.train) and plan_training must refuse a "
-                   "finished cosine run")
 def test_a_run_resumed_with_more_epochs_goes_on_from_its_rate_and_a_finished_one_is_refused(
         book_dataset, tmp_path, run_cli, monkeypatch):
     data_path, _ = book_dataset
