@@ -104,11 +104,14 @@ class PredictionSummary:
 def images_to_predict(directory: str) -> list[str]:
     """The JPEG and PNG files of a folder (not its subfolders), sorted by name.
 
+    A symbolic link that leads nowhere (a loop, or a missing target) is listed too, so that
+    reading it fails and the run names it among the skipped images.
+
     Args:
         directory: str. The folder.
 
     Returns:
-        Paths of the files whose names end in `.jpg`, `.jpeg` or `.png` (any case).
+        Paths of the files (and broken links) whose names end in `.jpg`, `.jpeg` or `.png` (any case).
 
     Raises:
         InferenceError: if the folder does not exist or holds no such file.
@@ -118,7 +121,7 @@ def images_to_predict(directory: str) -> list[str]:
     paths = [
         os.path.join(directory, name)
         for name in sorted(os.listdir(directory))
-        if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(directory, name))
+        if name.lower().endswith(IMAGE_EXTENSIONS) and _file_or_broken_link(os.path.join(directory, name))
     ]
     if not paths:
         raise InferenceError(
@@ -127,11 +130,47 @@ def images_to_predict(directory: str) -> list[str]:
     return paths
 
 
+def _file_or_broken_link(path: str) -> bool:
+    """Whether `path` is a file (through links), or a symbolic link that reaches nothing."""
+    return os.path.isfile(path) or (os.path.islink(path) and not os.path.exists(path))
+
+
+def output_stems(image_paths: Sequence[str]) -> list[str]:
+    """Distinct names the outputs of images in one folder begin with, one per image, in order.
+
+    Each image keeps its stem (`b.PNG` becomes `b`); images that share a stem (`a.jpg`, `a.png`)
+    join their extension to it (`a_jpg`, `a_png`). A name another image already has, its own stem
+    (`a_png.png`) or one told apart from it only by capitals (on file systems that ignore them),
+    gets the first free number instead (`a_png_2`).
+
+    Args:
+        image_paths: sequence of str. The images.
+
+    Returns:
+        One stem per image, no two equal when compared without regard to case.
+    """
+    names = [os.path.basename(path) for path in image_paths]
+    stems = [os.path.splitext(name)[0] for name in names]
+    wanted = [stem if stems.count(stem) == 1 else name.replace(".", "_") for name, stem in zip(names, stems)]
+    claimed = {stem.casefold() for stem in wanted}
+    chosen: list[str] = [""] * len(wanted)
+    taken: set[str] = set()
+    # Images that keep their own stem first, so that a joined name never takes another image's stem.
+    for index in sorted(range(len(wanted)), key=lambda index: wanted[index] != stems[index]):
+        stem, number = wanted[index], 2
+        while stem.casefold() in taken or (stem != wanted[index] and stem.casefold() in claimed):
+            stem, number = f"{wanted[index]}_{number}", number + 1
+        taken.add(stem.casefold())
+        chosen[index] = stem
+    return chosen
+
+
 def plan_outputs(image_paths: Sequence[str], output_dir: str, overwrite: bool = False) -> list[PlannedImage]:
     """Names each image's mask and overlay, refusing to overwrite anything.
 
-    The outputs are `<stem>-mask.png` and `<stem>-overlay.png`; when two images
-    share a stem (`a.jpg`, `a.png`) their extension joins it (`a_jpg`, `a_png`).
+    The outputs are `<stem>-mask.png` and `<stem>-overlay.png`, each image's stem
+    distinct (`output_stems`): when two images share a stem (`a.jpg`, `a.png`) their
+    extension joins it (`a_jpg`, `a_png`), and a name taken already gets a number.
 
     Args:
         image_paths: sequence of str. The images, all in one folder.
@@ -150,14 +189,11 @@ def plan_outputs(image_paths: Sequence[str], output_dir: str, overwrite: bool = 
             f"--predict-output {output_dir}: this is the folder of the images; the masks would mix with "
             "them. Choose another --predict-output."
         )
-    stems = [os.path.splitext(os.path.basename(path))[0] for path in image_paths]
-    planned = []
-    for path, stem in zip(image_paths, stems):
-        if stems.count(stem) > 1:
-            stem = os.path.basename(path).replace(".", "_")
-        planned.append(PlannedImage(
-            path, os.path.join(output_dir, f"{stem}-mask.png"), os.path.join(output_dir, f"{stem}-overlay.png")
-        ))
+    planned = [
+        PlannedImage(path, os.path.join(output_dir, f"{stem}-mask.png"),
+                     os.path.join(output_dir, f"{stem}-overlay.png"))
+        for path, stem in zip(image_paths, output_stems(image_paths))
+    ]
     existing = [
         target for item in planned for target in (item.mask_path, item.overlay_path) if os.path.lexists(target)
     ]

@@ -245,3 +245,48 @@ def test_bad_inference_input_ends_with_one_line_and_status_2(tiny_network, tmp_p
     assert status == 2
     assert stderr.count("\n") == 1 and message in stderr, stderr
     assert os.listdir(tmp_path / "out") == [] and sorted(os.listdir(photos)) == ["a.png"]
+
+
+def test_outputs_of_images_whose_joined_names_meet_are_distinct(tmp_path):
+    """x.jpg and x.png share a stem, so they become x_jpg and x_png; x_png.png must not then share x_png."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = ["x.jpg", "x.png", "x_png.png", "x_png_2.png", "y.png", "Z.png", "z.PNG"]
+    for i, name in enumerate(names):
+        write_image(str(photos / name), 8, 8, seed=i)
+    planned = plan_outputs(images_to_predict(str(photos)), str(tmp_path / "out"))
+    targets = [path for item in planned for path in (item.mask_path, item.overlay_path)]
+    # Distinct even where a file system does not tell capitals from small letters.
+    assert len({os.path.basename(path).casefold() for path in targets}) == 2 * len(names)
+    by_image = {os.path.basename(item.image_path): os.path.basename(item.mask_path) for item in planned}
+    # An image whose own stem is free keeps it; a joined name already taken gets a number.
+    assert by_image["x_png.png"] == "x_png-mask.png" and by_image["x.jpg"] == "x_jpg-mask.png"
+    assert by_image["x_png_2.png"] == "x_png_2-mask.png" and by_image["x.png"] == "x_png_3-mask.png"
+    assert by_image["y.png"] == "y-mask.png" and by_image["Z.png"] == "Z-mask.png"
+    assert by_image["z.PNG"] == "z_2-mask.png"
+    summary = predict_directory(HalvesModel(), planned, str(tmp_path / "out"), batch_size=3, verbose=0)
+    assert len(summary.written) == len(names) and summary.skipped == []
+    assert len(os.listdir(tmp_path / "out")) == 2 * len(names)
+
+
+def test_symbolic_link_loops_and_dangling_links_are_named_among_the_skipped(tiny_network, tmp_path, run_cli):
+    _, weights, common = tiny_network
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_image(str(photos / "good.png"), 20, 30)
+    os.symlink("loop.png", photos / "loop.png")
+    os.symlink(str(tmp_path / "gone.jpg"), photos / "dangling.jpg")
+    os.symlink("good.png", photos / "alias.png")
+    paths = images_to_predict(str(photos))
+    assert [os.path.basename(path) for path in paths] == ["alias.png", "dangling.jpg", "good.png", "loop.png"]
+    out = tmp_path / "out"
+    status, stdout, stderr = run_cli(
+        ["--restore-weights", weights, "--predict-dir", str(photos), "--predict-output", str(out), *common])
+    assert status == 2
+    assert f"skipped {photos / 'loop.png'}: cannot read the image (a symbolic link loop)" in stdout
+    assert (f"skipped {photos / 'dangling.jpg'}: cannot read the image (a symbolic link to "
+            f"{tmp_path / 'gone.jpg'}, which does not exist)") in stdout
+    assert "Wrote 2 mask(s) and overlay(s)" in stdout
+    assert stderr.count("\n") == 1 and "2 of 4 image(s) could not be read and were skipped" in stderr
+    assert "Traceback" not in stderr
+    assert sorted(os.listdir(out)) == ["alias-mask.png", "alias-overlay.png", "good-mask.png", "good-overlay.png"]
