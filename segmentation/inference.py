@@ -49,6 +49,7 @@ from segmentation.paths import (
     PREDICTION_DIR,
     SAVED_MODEL_FILE,
     check_output_dir,
+    list_folder,
 )
 from segmentation.tta import flip_averaged
 
@@ -115,12 +116,13 @@ def images_to_predict(directory: str) -> list[str]:
 
     Raises:
         InferenceError: if the folder does not exist or holds no such file.
+        DatasetError: if it cannot be listed (no permission, a lost mount).
     """
     if not os.path.isdir(directory):
         raise InferenceError(f"--predict-dir {directory}: no such folder.")
     paths = [
         os.path.join(directory, name)
-        for name in sorted(os.listdir(directory))
+        for name in list_folder(directory, "make it readable, or give the right --predict-dir")
         if name.lower().endswith(IMAGE_EXTENSIONS) and _file_or_broken_link(os.path.join(directory, name))
     ]
     if not paths:
