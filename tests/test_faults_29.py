@@ -345,9 +345,6 @@ def test_a_resume_over_another_runs_histories_is_refused_and_overwrite_lets_a_fr
     assert plan_training(other, settings, resume=False, overwrite=True, epochs=5, seed=0).epochs_done == 0
 
 
-@pytest.mark.xfail(raises=PermissionError, strict=False,
-                   reason="segmentation/inference.py's images_to_predict lists the folder with os.listdir; it is to "
-                          "list it with paths.list_folder (not this change's file)")
 def test_an_unreadable_predict_dir_is_refused_in_one_line(book_dataset, tmp_path, run_cli, monkeypatch):
     data_path, _ = book_dataset
     save_dir = tmp_path / "weights"
