@@ -89,6 +89,17 @@ def force_cpu_bf16(request, monkeypatch):
     monkeypatch.setattr(precision, "cpu_bf16_flags", with_avx512_bf16)
 
 
+def snapshot(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    files = {}
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as file:
+                files[os.path.relpath(path, folder)] = file.read()
+    return files
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Runs `fcn-12.3.1.py ARGV` in-process: `run_cli(argv)` returns (exit status, stdout, stderr)."""

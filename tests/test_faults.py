@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import HEIGHT, WIDTH, write_book_dataset
+from conftest import HEIGHT, WIDTH, snapshot, write_book_dataset
 
 from segmentation.checkpoints import read_training_state
 from segmentation.paths import LOCK_FILE
@@ -20,17 +20,6 @@ SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
         "--workers", "1", "--seed", "0"]
 STATE = "ResNet11v2-1layer-drinks-last.state.npz"
-
-
-def snapshot(folder):
-    """{relative path: bytes} of every file under `folder`."""
-    files = {}
-    for directory, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(directory, name)
-            with open(path, "rb") as file:
-                files[os.path.relpath(path, folder)] = file.read()
-    return files
 
 
 def error_lines(stderr):

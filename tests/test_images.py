@@ -12,7 +12,7 @@ import tracemalloc
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import HEIGHT, WIDTH, write_book_dataset
+from conftest import HEIGHT, WIDTH, snapshot, write_book_dataset
 
 from segmentation.checkpoints import read_training_state
 from segmentation.images import check_image
@@ -21,17 +21,6 @@ TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--dept
         "--batch-size", "2", "--precision", "float32", "--seed", "0"]
 STATE = "ResNet11v2-1layer-drinks-last.state.npz"
 WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
-
-
-def snapshot(folder):
-    """{relative path: bytes} of every file under `folder`."""
-    files = {}
-    for directory, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(directory, name)
-            with open(path, "rb") as file:
-                files[os.path.relpath(path, folder)] = file.read()
-    return files
 
 
 def as_jpeg(data_path, name):

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH, write_book_dataset
+from conftest import HEIGHT, WIDTH, snapshot, write_book_dataset
 
 from model import build_model
 from segmentation.checkpoints import read_training_state
@@ -172,10 +172,6 @@ def save_tiny_best(save_dir, miou):
     with open(best_metrics_path(path), "w") as file:
         json.dump({"test_miou": miou, "epoch": 7}, file)
     return path
-
-
-def snapshot(folder):
-    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
 
 
 def test_nan_loss_stops_with_status_3_and_saves_nothing(book_dataset, tmp_path, run_cli):
