@@ -33,8 +33,10 @@ FLOPS = """
 import sys
 from model import build_model
 from bench.flops import conv_flops_per_image
-height, width, depth, layers, head_filters = (int(value) for value in sys.argv[1:])
-_, fcn = build_model((height, width, 3), n_layers=layers, n=(depth - 2) // 9, head_filters=head_filters)
+*sizes, decoder = sys.argv[1:]
+height, width, depth, layers, head_filters = (int(value) for value in sizes)
+_, fcn = build_model((height, width, 3), n_layers=layers, n=(depth - 2) // 9, head_filters=head_filters,
+                     decoder=decoder)
 print(conv_flops_per_image(fcn))
 """
 
@@ -51,7 +53,9 @@ def measure(width: int, recipe: list[str], common: list[str], save_dir: str) -> 
                       *network, "--restore-weights", weights])
     depth, layers = flag_value(recipe, "--depth", "56"), flag_value(recipe, "--layers", "3")
     height, width_pixels = flag_value(common, "--height", "480"), flag_value(common, "--width", "640")
-    flops = int(run([sys.executable, "-c", FLOPS, height, width_pixels, depth, layers, str(width)]).split()[-1])
+    decoder = flag_value(recipe, "--decoder", "book")
+    flops = int(run([sys.executable, "-c", FLOPS, height, width_pixels, depth, layers, str(width),
+                     decoder]).split()[-1])
     return {
         "head_filters": width, "gflops_per_image": flops / 1e9,
         "step_seconds": float(steps[-1]) if steps else None, "epochs": epochs,

@@ -92,7 +92,8 @@ def lever_flags(lever: str) -> list[str]:
 def measure(lever: str, seed: int, recipe: list[str], common: list[str], minutes: float, save_dir: str) -> dict:
     """Trains one lever (or the baseline) for `minutes` and evaluates its best weights; returns its record."""
     # The decoder is the network's: evaluating the weights needs it too.
-    network = [*recipe, "--decoder", flag_value(lever_flags(lever), "--decoder", "book"), "--save-dir", save_dir]
+    decoder = flag_value(lever_flags(lever), "--decoder", flag_value(recipe, "--decoder", "book"))
+    network = [*recipe, "--decoder", decoder, "--save-dir", save_dir]
     started = time.monotonic()
     output = run([sys.executable, "fcn-12.3.1.py", "--train", *common, *network, *lever_flags(lever), "--seed",
                   str(seed), "--time-budget", str(minutes)])

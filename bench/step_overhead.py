@@ -49,11 +49,12 @@ prefer_onednn()
 import keras, numpy as np
 from segmentation.losses import build_loss
 from model import build_model, configure_batchnorm
-height, width, depth, head_filters, steps, precision, loss, momentum = sys.argv[1:]
+height, width, depth, head_filters, steps, precision, loss, momentum, decoder = sys.argv[1:]
 height, width, depth, head_filters, steps = int(height), int(width), int(depth), int(head_filters), int(steps)
 keras.mixed_precision.set_global_policy(precision)
 keras.utils.set_random_seed(0)
-_, fcn = build_model((height, width, 3), n_layers=3, n_classes=4, n=(depth - 2) // 9, head_filters=head_filters)
+_, fcn = build_model((height, width, 3), n_layers=3, n_classes=4, n=(depth - 2) // 9, head_filters=head_filters,
+                     decoder=decoder)
 configure_batchnorm(fcn, float(momentum))
 fcn.compile(optimizer=keras.optimizers.Adam(1e-3), loss=build_loss(loss, None, 4))
 rng = np.random.default_rng(0)
@@ -100,7 +101,8 @@ def measure(settings: dict, precision: str, head_filters: int, data_dir: str, wo
     depth = flag_value(recipe, "--depth", "56")
     bare = float(run([sys.executable, "-c", BARE_STEP, str(settings["height"]), str(settings["width"]), depth,
                       str(head_filters), str(settings["bare_steps"]), precision, flag_value(recipe, "--loss", "ce"),
-                      flag_value(recipe, "--bn-momentum", "0.99")]).split()[-1])
+                      flag_value(recipe, "--bn-momentum", "0.99"),
+                      flag_value(recipe, "--decoder", "book")]).split()[-1])
     cli = statistics.median(step for _, step in epochs[1:])
     return {
         "size": f"{settings['width']}x{settings['height']}", "depth": int(depth), "head_filters": head_filters,

@@ -196,7 +196,8 @@ COLLAPSE_PATIENCE = 3
 # settings already have it.
 SHORT_RUN_RECIPE = (
     ("--depth 20", lambda settings: settings.get("depth", BOOK.depth) <= 20),
-    ("--loss ce+dice", lambda settings: settings.get("loss") == "ce+dice"),
+    # Any loss beside the cross-entropy that scores overlap per image (ce+dice, ce+lovasz) counts.
+    ("--loss ce+dice", lambda settings: settings.get("loss", BOOK.loss) != BOOK.loss),
     ("--bn-momentum 0.9", lambda settings: settings.get("bn_momentum", BOOK.bn_momentum) <= 0.9),
     ("--lr-schedule cosine", lambda settings: settings.get("lr_schedule") == "cosine"),
 )
