@@ -113,8 +113,10 @@ def kept_keras_state() -> Iterator[None]:
                 global_state.set_global_attribute(name, value)
             if generator is not None:
                 generator.state.assign(generator_state)
-            if seed_changed and "tensorflow" in sys.modules:
-                sys.modules["tensorflow"].random.set_seed(saved[KERAS_SEED])
+            # None where TensorFlow is absent, or blocked (`sys.modules["tensorflow"] = None`).
+            tensorflow = sys.modules.get("tensorflow")
+            if seed_changed and tensorflow is not None:
+                tensorflow.random.set_seed(saved[KERAS_SEED])
 
 
 @contextlib.contextmanager

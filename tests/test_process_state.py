@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import random
+import sys
 import warnings
 
 import keras
@@ -142,3 +143,11 @@ def test_the_environment_warning_filters_and_logging_are_put_back_when_the_body_
     assert warnings.filters == filters
     assert root.handlers == handlers and root.level == level
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_a_blocked_tensorflow_is_left_alone_when_the_seed_is_put_back(monkeypatch):
+    # The other Keras backends' runs block TensorFlow's import with `sys.modules["tensorflow"] = None`.
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    with kept_process_state():
+        keras.utils.set_random_seed(11)
+    assert sys.modules["tensorflow"] is None
