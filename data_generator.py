@@ -1,7 +1,7 @@
 """The batch generator (Listing 12.3.4): (images, one-hot masks) batches from class-index maps.
 
 With `--fit-size` other than the book's `refuse`, images of any size are fitted to the network's
-input (`segmentation.fitting`): `resize` scales each image on reading (its map was scaled when the
+input (`segmentation.ground_truth.fit_to_size`): `resize` scales each image on reading (its map was scaled when the
 labels were read); `crop` trains on random crops and evaluates whole images, which
 `batch_class_maps` then returns as lists for tiled prediction.
 """
@@ -16,9 +16,9 @@ import numpy as np
 from segmentation.augment import Augmentation
 from segmentation.classes import IGNORE_LABEL
 from segmentation.errors import DatasetError
-from segmentation.fitting import random_crop, resize_image
+from segmentation.ground_truth.book_labels import LabelSet
+from segmentation.ground_truth.fit_to_size import random_crop, resize_image
 from segmentation.images import decode_image, image_to_float, read_image
-from segmentation.labels import LabelSet
 
 logger = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from segmentation.quiet import quiet_start
 
 # The package's names load TensorFlow (the measurements themselves run in `bench.worker` processes).
 with quiet_start(sys.argv[1:]):
-    from segmentation.labels import read_labels_whole
+    from segmentation.ground_truth.book_labels import read_labels_whole
     from segmentation.paths import TEST_LABELS, TEST_VIA_JSON, TRAIN_LABELS, TRAIN_VIA_JSON
     from segmentation.remat import LEVELS as REMAT_LEVELS
 

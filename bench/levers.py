@@ -46,7 +46,7 @@ import sys, time
 from segmentation.cli import build_network
 from segmentation.checkpoints import restore_weights
 from segmentation.config import RunConfig
-from segmentation.data import evaluation_data, load_data
+from segmentation.ground_truth.splits import evaluation_data, load_data
 from segmentation.evaluation import evaluate_dataset
 from segmentation.parser import build_parser
 data_path, height, width, weights, *network = sys.argv[1:]

@@ -42,7 +42,7 @@ with quiet_start(sys.argv[1:]):
     from data_generator import DataGenerator
     from model import build_model
     from segmentation.evaluation import evaluate_dataset
-    from segmentation.labels import load_labels, read_labels_whole
+    from segmentation.ground_truth.book_labels import load_labels, read_labels_whole
     from segmentation.paths import TEST_LABELS, TRAIN_LABELS
     from segmentation.precision import AUTO, default_precision
     from segmentation.process_state import kept_process_state

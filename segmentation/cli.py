@@ -7,7 +7,7 @@
     python3 fcn-12.3.1.py --evaluate --restore-weights=... --image-file=dataset/drinks/0010018.jpg
 
 `main` parses the flags (`segmentation.parser`) into one `RunConfig`; `run` checks it, reads the
-ground truth (`segmentation.data`) and the output folders, all before the first file is written,
+ground truth (`segmentation.ground_truth.splits`) and the output folders, all before the first file is written,
 then takes the book's order of steps (`run_steps`): summary, restore, evaluate, train; then export
 (`--export`) and batch inference (`--predict-dir`). The steps below come in the order they run.
 """
@@ -39,7 +39,6 @@ from segmentation.checkpoints import (
 )
 from segmentation.classes import class_names
 from segmentation.config import RunConfig, check_config, recorded_setting
-from segmentation.data import Data, evaluation_data, load_data
 from segmentation.distribution import is_chief, make_strategy, read_tf_config, worker_folder
 from segmentation.errors import (
     EXIT_INTERRUPTED,
@@ -51,6 +50,7 @@ from segmentation.errors import (
     report_error,
 )
 from segmentation.evaluation import evaluate_test_set, segment_image_file
+from segmentation.ground_truth.splits import Data, evaluation_data, load_data
 from segmentation.inference import (
     PlannedImage,
     describe_exports,

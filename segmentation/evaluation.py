@@ -5,7 +5,7 @@ batch at a time, with the book's per-image mIoU and pixel accuracy and the
 data-set-level, per-class IoU of one confusion matrix beside them. A network
 that has collapsed to a few classes, which pixel accuracy hides, gets a
 warning naming what to try. With `--fit-size crop` each test image is
-predicted whole, in tiles of the network's input (`fitting.predict_tiled`). With `--tta` every
+predicted whole, in tiles of the network's input (`fit_to_size.predict_tiled`). With `--tta` every
 prediction is the mean of the image's and its mirror image's (`tta.flip_averaged`).
 """
 
@@ -21,7 +21,7 @@ from segmentation.classes import class_names
 from segmentation.config import BOOK
 from segmentation.distribution import replicas_in_scope
 from segmentation.figures import save_input_and_mask, save_triptych
-from segmentation.fitting import predict_tiled, resize_image
+from segmentation.ground_truth.fit_to_size import predict_tiled, resize_image
 from segmentation.images import decode_image, image_to_float, read_image
 from segmentation.metrics import SegmentationScores
 from segmentation.paths import PREDICTION_DIR

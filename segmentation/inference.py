@@ -6,7 +6,7 @@ resized to the network's input, the images go through the network a batch at
 a time, and each predicted class map is resized back to its image's size
 with nearest-neighbour sampling (so no new class appears on a border); with
 `--fit-size crop` each image is segmented whole instead, in tiles of the
-network's input size (`segmentation.fitting`). With `--tta` each prediction
+network's input size (`segmentation.ground_truth.fit_to_size`). With `--tta` each prediction
 is averaged with its mirror image's (`segmentation.tta`). For each image it
 writes the coloured mask (the book's colours) and the image with the mask
 blended over its objects.
@@ -39,7 +39,7 @@ from segmentation.classes import colorize
 from segmentation.config import BOOK_EXPORT_FORMATS
 from segmentation.errors import DatasetError, InferenceError, SaveError, UsageError, describe_os_error
 from segmentation.figures import save_png
-from segmentation.fitting import predict_tiled, resize_image, resize_labels
+from segmentation.ground_truth.fit_to_size import predict_tiled, resize_image, resize_labels
 from segmentation.images import IMAGE_EXTENSIONS, decode_image, image_to_float
 from segmentation.paths import (
     EXPORT_SUFFIXES,
@@ -266,7 +266,7 @@ def predict_directory(
         batch_size: int. Images per `predict_on_batch`. Defaults to 4.
         verbose: int. 0 silent, otherwise a progress bar. Defaults to 1.
         fit_size: str. `--fit-size`: "crop" segments each image whole, in tiles of the
-            network's input size (`fitting.predict_tiled`), instead of resizing it.
+            network's input size (`fit_to_size.predict_tiled`), instead of resizing it.
             Defaults to "refuse" (images resized, as with "resize").
         tta: bool. `--tta`: average each prediction with its mirror image's
             (`tta.flip_averaged`). Defaults to False.

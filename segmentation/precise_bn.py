@@ -26,7 +26,7 @@ import numpy as np
 from data_generator import DataGenerator
 from segmentation import backend
 from segmentation.errors import UsageError
-from segmentation.fitting import random_crop
+from segmentation.ground_truth.fit_to_size import random_crop
 
 logger = logging.getLogger(__name__)
 

@@ -66,7 +66,7 @@ def test_colour_jitter_changes_the_image_only():
 
 
 def test_generator_augments_training_batches_reproducibly_and_never_evaluation(book_dataset):
-    from segmentation.labels import load_labels
+    from segmentation.ground_truth.book_labels import load_labels
 
     data_path, _ = book_dataset
     labels = load_labels(f"{data_path}/segmentation_train.npy", data_path, 64, 64)

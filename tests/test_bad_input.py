@@ -27,9 +27,9 @@ from conftest import HEIGHT, N_CLASSES, WIDTH
 from model import build_model
 from segmentation import cli
 from segmentation.checkpoints import TrainingState, save_training_state
+from segmentation.ground_truth.book_labels import load_labels
+from segmentation.ground_truth.mask_folders import write_mask_png
 from segmentation.images import read_image
-from segmentation.labels import load_labels
-from segmentation.masks import write_mask_png
 from segmentation.tools import ground_truth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,7 +190,7 @@ FCN_CASES = [
     Case("labels-run-code", ["--train"],
          "the pickle names the global posix.system; refused: label files may hold only arrays",
          lambda c: c.set_mask(RunsCode(os.path.join(c.tmp, "code-ran")))),
-    # Label files are read by walking their pickle opcodes (segmentation/pickled_npy.py), never unpickled.
+    # Label files are read by walking their pickle opcodes (segmentation/ground_truth/pickled_npy.py), never unpickled.
     Case("labels-dtype-hides-objects", ["--train"], "the pickle holds a dtype 'u8' whose state is not a plain dtype's",
          lambda c: write_bytes(c.labels(), hostile_dtype_flags(c.load()))),
     Case("labels-array-larger-than-file", ["--train"], "(1073741824 bytes) with 8 bytes of data",

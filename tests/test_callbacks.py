@@ -14,7 +14,7 @@ from segmentation.atomic import write_atomically
 from segmentation.callbacks import AccuracyCallback
 from segmentation.errors import SaveError
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
-from segmentation.labels import load_labels
+from segmentation.ground_truth.book_labels import load_labels
 from segmentation.metrics import SegmentationScores
 
 

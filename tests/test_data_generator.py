@@ -11,8 +11,8 @@ from conftest import HEIGHT, N_CLASSES, WIDTH
 
 from data_generator import DataGenerator
 from segmentation.errors import DatasetError
+from segmentation.ground_truth.book_labels import ClassMaps, PackedClassMap, load_labels
 from segmentation.images import read_image
-from segmentation.labels import ClassMaps, PackedClassMap, load_labels
 
 
 def train_labels(data_path):

@@ -21,10 +21,10 @@ import pytest
 from segmentation.callbacks import PatienceCallback
 from segmentation.checkpoints import TrainingState, read_training_state
 from segmentation.config import RunConfig, TrainingSettings
-from segmentation.data import load_data
 from segmentation.errors import DatasetError, UsageError
-from segmentation.labels import read_labels_dict
-from segmentation.masks import images_by_stem, list_masks, read_class_names
+from segmentation.ground_truth.book_labels import read_labels_dict
+from segmentation.ground_truth.mask_folders import images_by_stem, list_masks, read_class_names
+from segmentation.ground_truth.splits import load_data
 from segmentation.paths import RunFiles, histories_of_another_run
 from segmentation.training import plan_training
 

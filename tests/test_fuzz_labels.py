@@ -23,7 +23,7 @@ import textwrap
 import numpy as np
 import numpy1_label_files
 
-from segmentation.labels import read_labels_whole
+from segmentation.ground_truth.book_labels import read_labels_whole
 
 FAST_FILES = 300
 SLOW_FILES = 3000
@@ -39,7 +39,7 @@ READER = textwrap.dedent("""
     import json, resource, sys, time
     resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
     from segmentation.errors import DatasetError
-    from segmentation.labels import read_labels_dict, read_labels_whole
+    from segmentation.ground_truth.book_labels import read_labels_dict, read_labels_whole
     for path in sys.stdin.read().split("\\n"):
         started = time.monotonic()
         outcome = {{"path": path}}

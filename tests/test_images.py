@@ -142,8 +142,8 @@ def cut_png(path, keep=200):
 
 def test_a_cmyk_jpeg_is_read_as_its_rgb_colours_by_every_reader(tmp_path):
     from data_generator import DataGenerator
+    from segmentation.ground_truth.book_labels import load_labels
     from segmentation.images import decode_image, read_image
-    from segmentation.labels import load_labels
 
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=2, num_test=1)

@@ -1,6 +1,7 @@
 """The labels loader reads the book's pickled .npy dicts of every numpy and pickle version, and runs no code.
 
-The files are never unpickled: their opcodes are walked and only plain arrays built (segmentation/pickled_npy.py).
+The files are never unpickled: their opcodes are walked and only plain arrays built
+(segmentation/ground_truth/pickled_npy.py).
 """
 
 import io
@@ -14,8 +15,8 @@ import pytest
 from conftest import HEIGHT, N_CLASSES, WIDTH, write_book_dataset
 
 from segmentation.errors import DatasetError
-from segmentation.labels import load_labels, read_labels_dict, read_labels_whole
-from segmentation.pickled_npy import read_pickled_dict
+from segmentation.ground_truth.book_labels import load_labels, read_labels_dict, read_labels_whole
+from segmentation.ground_truth.pickled_npy import read_pickled_dict
 
 
 class Touches:

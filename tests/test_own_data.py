@@ -15,10 +15,10 @@ from data_generator import DataGenerator
 from model import build_model
 from segmentation.classes import IGNORE_LABEL, class_colors
 from segmentation.evaluation import evaluate_dataset
-from segmentation.fitting import predict_tiled, random_crop, tile_starts
+from segmentation.ground_truth.fit_to_size import predict_tiled, random_crop, tile_starts
+from segmentation.ground_truth.mask_folders import load_split, read_class_names, read_mask_png, write_mask_png
 from segmentation.inference import plan_outputs, predict_directory
 from segmentation.losses import MaskedCrossentropy, WeightedCrossentropy, build_loss
-from segmentation.masks import load_split, read_class_names, read_mask_png, write_mask_png
 from segmentation.metrics import SegmentationScores
 from segmentation.tools import ground_truth
 

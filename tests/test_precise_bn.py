@@ -13,8 +13,8 @@ from segmentation import backend, batchnorm, precise_bn
 from segmentation.augment import FULL_AUGMENTATION, build_augmentation
 from segmentation.checkpoints import restore_weights
 from segmentation.errors import UsageError
+from segmentation.ground_truth.book_labels import load_labels
 from segmentation.images import read_image
-from segmentation.labels import load_labels
 from segmentation.precise_bn import batchnorm_layers, recompute_batchnorm_statistics, statistics_batches
 from segmentation.remat import recompute_in_backward
 

@@ -16,9 +16,9 @@ from segmentation import evaluation
 from segmentation.checkpoints import restore_weights
 from segmentation.classes import class_colors
 from segmentation.evaluation import evaluate_dataset, predict_class_maps, segment_image_file
-from segmentation.fitting import predict_tiled
+from segmentation.ground_truth.book_labels import LabelSet
+from segmentation.ground_truth.fit_to_size import predict_tiled
 from segmentation.inference import plan_outputs, predict_directory
-from segmentation.labels import LabelSet
 from segmentation.tta import flip_averaged
 
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",

@@ -1,6 +1,6 @@
 """Ground truth as folders of PNG class-index masks, and the class names stored beside the labels.
 
-The book's ground truth is a `.npy` dict of one-hot masks (`segmentation.labels`). A mask folder is
+The book's ground truth is a `.npy` dict of one-hot masks (`segmentation.ground_truth.book_labels`). A mask folder is
 the other format the program reads: `--train-labels train_masks` names a folder in `--data-path`
 holding `<image stem>.png` for each image of the split, the image itself in `--data-path`. Each
 mask is an 8-bit grey or palette PNG (VOC-style palette PNGs are read by index, not colour) whose
@@ -24,9 +24,9 @@ import PIL.Image
 
 from segmentation.classes import IGNORE_COLOR, IGNORE_LABEL, class_colors, split_class_names
 from segmentation.errors import DatasetError
-from segmentation.fitting import resize_labels
+from segmentation.ground_truth.book_labels import ClassMaps, LabelSet, PackedClassMap, load_labels
+from segmentation.ground_truth.fit_to_size import resize_labels
 from segmentation.images import IMAGE_EXTENSIONS, check_image, image_header
-from segmentation.labels import ClassMaps, LabelSet, PackedClassMap, load_labels
 from segmentation.paths import MASK_SUFFIX, class_names_path, list_folder
 
 # Pillow modes of class-index masks: 8-bit grey, palette (read by index), 1-bit, the same with an

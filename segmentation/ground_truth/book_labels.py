@@ -7,7 +7,7 @@ maps (one byte per pixel); `data_generator.DataGenerator` rebuilds the
 one-hot masks batch by batch for the categorical cross-entropy. Each mask is
 turned into its class-index map as soon as it is read, so the whole
 one-hot dict (n_classes bytes per pixel) is never in memory at once. The
-files are never unpickled (see `segmentation.pickled_npy`).
+files are never unpickled (see `segmentation.ground_truth.pickled_npy`).
 """
 
 import collections.abc
@@ -20,9 +20,9 @@ import numpy as np
 
 from segmentation.classes import IGNORE_LABEL
 from segmentation.errors import DatasetError
-from segmentation.fitting import resize_labels
+from segmentation.ground_truth.fit_to_size import resize_labels
+from segmentation.ground_truth.pickled_npy import read_pickled_dict
 from segmentation.images import RGB_MODES, check_image, image_header
-from segmentation.pickled_npy import read_pickled_dict
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from data_generator import DataGenerator
 from segmentation.checkpoints import read_training_state
 from segmentation.config import RunConfig
 from segmentation.errors import DatasetError
+from segmentation.ground_truth.book_labels import LabelSet, check_validation_labels, split_labels
+from segmentation.ground_truth.mask_folders import agree_on_classes, check_images_have_masks, load_split
 from segmentation.images import check_image, image_header
-from segmentation.labels import LabelSet, check_validation_labels, split_labels
-from segmentation.masks import agree_on_classes, check_images_have_masks, load_split
 from segmentation.paths import RunFiles, list_folder
 
 logger = logging.getLogger(__name__)
