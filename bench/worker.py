@@ -41,6 +41,7 @@ with quiet_start(sys.argv[1:]):
     from bench.flops import conv_flops_per_image, measure_matmul
     from data_generator import DataGenerator
     from model import build_model
+    from segmentation.config import JIT_CHOICES
     from segmentation.evaluation import evaluate_dataset
     from segmentation.ground_truth.book_labels import load_labels, read_labels_whole
     from segmentation.paths import TEST_LABELS, TRAIN_LABELS
@@ -48,7 +49,6 @@ with quiet_start(sys.argv[1:]):
     from segmentation.process_state import kept_process_state
     from segmentation.remat import AUTO as REMAT_AUTO
     from segmentation.remat import recompute_in_backward, remat_level
-    from segmentation.training import JIT_CHOICES
 
 # The exit status of a measurement that ran out of memory.
 EXIT_OUT_OF_MEMORY = 3

@@ -38,7 +38,8 @@ from segmentation.checkpoints import (
     restore_weights,
 )
 from segmentation.classes import class_names
-from segmentation.config import RunConfig, check_config, recorded_setting
+from segmentation.checks import check_config
+from segmentation.config import RunConfig, TrainingSettings, recorded_setting
 from segmentation.distribution import is_chief, make_strategy, read_tf_config, worker_folder
 from segmentation.errors import (
     EXIT_INTERRUPTED,
@@ -189,7 +190,7 @@ def fine_tune_from(fcn: keras.Model, path: str) -> None:
 def start_training(config: RunConfig, fcn: keras.Model, data: Data, files: RunFiles, precision: str,
                    started: float) -> tuple[TrainingState, float | None]:
     """Where training starts, and the `--time-budget` deadline (a `time.monotonic()` value) if any."""
-    settings = config.training_settings(data.n_classes, precision, data.class_names)
+    settings = TrainingSettings(config, data.n_classes, precision, data.class_names)
     state = plan_training(files, settings, resume=config.resume, overwrite=config.overwrite,
                           epochs=config.epochs, seed=config.seed, split=data.selection_split)
     deadline = None

@@ -36,7 +36,7 @@ import numpy as np
 from segmentation import backend
 from segmentation.atomic import write_atomically
 from segmentation.classes import colorize
-from segmentation.config import BOOK_EXPORT_FORMATS
+from segmentation.config import BOOK
 from segmentation.errors import DatasetError, InferenceError, SaveError, UsageError, describe_os_error
 from segmentation.figures import save_png
 from segmentation.ground_truth.fit_to_size import predict_tiled, resize_image, resize_labels
@@ -325,7 +325,7 @@ def _predict_directory_tiled(predict: Callable[[np.ndarray], np.ndarray], tile: 
     return summary
 
 
-def export_paths(path: str, formats: Sequence[str] = BOOK_EXPORT_FORMATS) -> dict[str, str]:
+def export_paths(path: str, formats: Sequence[str] = BOOK.export_format) -> dict[str, str]:
     """The files an `--export PATH` means, one per `--export-format`.
 
     Args:
@@ -366,7 +366,7 @@ def check_export_tools(formats: Sequence[str]) -> None:
 
 
 def check_export_paths(path: str, overwrite: bool = False,
-                       formats: Sequence[str] = BOOK_EXPORT_FORMATS) -> dict[str, str]:
+                       formats: Sequence[str] = BOOK.export_format) -> dict[str, str]:
     """Refuses an export that would replace something, before anything is built.
 
     Args:

@@ -41,7 +41,7 @@ from segmentation.checkpoints import (
     restore_weights,
     selection_miou,
 )
-from segmentation.config import TrainingSettings, recorded_setting
+from segmentation.config import JIT_CHOICES, TrainingSettings, recorded_setting
 from segmentation.distribution import prepare_for_fit
 from segmentation.errors import Terminated, TrainingInterrupted, UsageError
 from segmentation.evaluation import evaluate_dataset
@@ -51,9 +51,6 @@ from segmentation.report import write_training_report
 from segmentation.schedules import STEP_SCHEDULES, LearningRateLogger, WarmupCosine, get_lr_schedule
 
 logger = logging.getLogger(__name__)
-
-# `--jit-compile` values and what `Model.compile(jit_compile=...)` is given for each.
-JIT_CHOICES = {"auto": "auto", "on": True, "off": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +168,7 @@ def plan_training(
                 f"--resume: {files.state} has finished {state.epochs_done} epoch(s) and --epochs is "
                 f"{planned}; give a larger --epochs to train more."
             )
-        patience = settings.patience
+        patience = settings.config.patience
         # From the history, which grows every epoch: a count kept by --patience alone goes stale on epochs
         # run without it.
         state.epochs_without_improvement = epochs_since_best(state.history.get(f"{split}_miou", []))
@@ -191,11 +188,11 @@ def plan_training(
         check_histories_are_this_runs(files, resume=False)
     recorded = record.get("settings", {}) if record else settings.as_record()
     trained = (recorded_setting(recorded, "head_filters"), recorded_setting(recorded, "decoder"))
-    if trained != (settings.head_filters, settings.decoder) and not overwrite:
+    if trained != (settings.config.head_filters, settings.config.decoder) and not overwrite:
         raise UsageError(
             f"{files.weights}: best weights of a {trained[0]}-filter head with the {trained[1]} decoder are in the "
-            f"way of this run's {settings.head_filters}-filter network with the {settings.decoder} decoder; move "
-            "them away, choose another --save-dir, or give --overwrite to replace them."
+            f"way of this run's {settings.config.head_filters}-filter network with the {settings.config.decoder} "
+            "decoder; move them away, choose another --save-dir, or give --overwrite to replace them."
         )
     if os.path.isfile(files.state) and not overwrite:
         earlier = read_training_state(files.state)

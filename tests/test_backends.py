@@ -24,7 +24,8 @@ from conftest import HEIGHT, N_CLASSES, WIDTH, write_book_dataset
 
 from model import build_model
 from segmentation import backend
-from segmentation.config import RunConfig, check_backend
+from segmentation.checks import check_backend
+from segmentation.config import RunConfig
 from segmentation.errors import UsageError
 
 RUNNER = os.path.join(os.path.dirname(__file__), "backend_run.py")

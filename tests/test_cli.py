@@ -98,7 +98,7 @@ def test_image_file_and_plot_write_the_books_figures(trained):
         (["--train", "--channels", "1"], "--channels must be 3"),
         (["--train", "--batch-size", "20"], "--batch-size 20 is larger than the 8 images"),
         ([], "nothing to do"),
-        (["--image-file", "x.jpg"], "--image-file and --plot are used with --evaluate"),
+        (["--image-file", "x.jpg"], "--image-file is used with --evaluate"),
         (["--evaluate", "--image-file", "nowhere.jpg"], "--image-file nowhere.jpg: no such file"),
         (["--train", "--precision", "mixed_bfloat16", "--jit-compile", "on"], "use --jit-compile off"),
         (["--train", "--bn-momentum", "1"], "--bn-momentum 1.0: must be in [0, 1)"),

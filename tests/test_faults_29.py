@@ -213,9 +213,9 @@ def test_an_unreadable_mask_folder_is_refused_in_one_line(tmp_path, monkeypatch)
 
 # === --patience counts from the history ===
 def patience_settings(patience):
-    return TrainingSettings(height=64, width=64, layers=1, depth=11, n_classes=4, dataset="drinks", batch_size=2,
-                            lr_schedule="text", learning_rate=1e-3, seed=0, data_path="d", train_labels="a",
-                            test_labels="b", patience=patience)
+    config = RunConfig(height=64, width=64, layers=1, depth=11, batch_size=2, seed=0, data_path="d", train_labels="a",
+                       test_labels="b", patience=patience)
+    return TrainingSettings(config, n_classes=4, precision="float32")
 
 
 def saved_state(files, history, waited, settings):

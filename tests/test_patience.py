@@ -1,5 +1,6 @@
 """`--patience N`: training stops after N epochs without a better selection mIoU, and a resume keeps counting."""
 
+import dataclasses
 import json
 import os
 import types
@@ -11,7 +12,7 @@ from conftest import HEIGHT, WIDTH
 from segmentation import callbacks
 from segmentation.callbacks import PatienceCallback
 from segmentation.checkpoints import TrainingState, read_training_state
-from segmentation.config import TrainingSettings
+from segmentation.config import RunConfig, TrainingSettings
 from segmentation.errors import UsageError
 from segmentation.paths import RunFiles
 from segmentation.training import plan_training
@@ -59,9 +60,9 @@ def test_a_resumed_run_goes_on_counting_from_its_state():
 
 def test_a_run_that_stopped_early_resumes_only_with_more_patience(tmp_path):
     files = RunFiles.of(str(tmp_path), 11, 1, "drinks")
-    settings = TrainingSettings(height=HEIGHT, width=WIDTH, layers=1, depth=11, n_classes=4, dataset="drinks",
-                                batch_size=2, lr_schedule="text", learning_rate=1e-3, seed=0, data_path="d",
-                                train_labels="a", test_labels="b", patience=2)
+    config = RunConfig(height=HEIGHT, width=WIDTH, layers=1, depth=11, batch_size=2, seed=0, data_path="d",
+                       train_labels="a", test_labels="b", patience=2)
+    settings = TrainingSettings(config, n_classes=4, precision="float32")
     state = new_state({"test_miou": [0.5, 0.4, 0.3]}, waited=2)
     state.settings = settings.as_record()
     record = json.dumps({"format": 1, **vars(state)}).encode()
@@ -69,7 +70,7 @@ def test_a_run_that_stopped_early_resumes_only_with_more_patience(tmp_path):
         np.savez(file, state_json=np.frombuffer(record, dtype=np.uint8))
     with pytest.raises(UsageError, match="stopped early.*--patience 2.*larger --patience"):
         plan_training(files, settings, resume=True, overwrite=False, epochs=10, seed=0)
-    more_patient = TrainingSettings(**{**settings.as_record(), "patience": 3})
+    more_patient = dataclasses.replace(settings, config=dataclasses.replace(config, patience=3))
     assert plan_training(files, more_patient, resume=True, overwrite=False, epochs=10, seed=0).epochs_done == 3
 
 
