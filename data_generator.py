@@ -16,8 +16,8 @@ import numpy as np
 from segmentation.augment import Augmentation
 from segmentation.classes import IGNORE_LABEL
 from segmentation.errors import DatasetError
-from segmentation.ground_truth.book_labels import LabelSet
 from segmentation.ground_truth.fit_to_size import random_crop, resize_image
+from segmentation.ground_truth.label_set import LabelSet
 from segmentation.images import decode_image, image_to_float, read_image
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ from conftest import HEIGHT, N_CLASSES, WIDTH
 
 from data_generator import DataGenerator
 from segmentation.errors import DatasetError
-from segmentation.ground_truth.book_labels import ClassMaps, PackedClassMap, load_labels
+from segmentation.ground_truth.book_labels import load_labels
+from segmentation.ground_truth.label_set import ClassMaps, PackedClassMap
 from segmentation.images import read_image
 
 

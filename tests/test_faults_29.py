@@ -23,7 +23,8 @@ from segmentation.checkpoints import TrainingState, read_training_state
 from segmentation.config import RunConfig, TrainingSettings
 from segmentation.errors import DatasetError, UsageError
 from segmentation.ground_truth.book_labels import read_labels_dict
-from segmentation.ground_truth.mask_folders import images_by_stem, list_masks, read_class_names
+from segmentation.ground_truth.class_names import read_class_names
+from segmentation.ground_truth.mask_folders import images_by_stem, list_masks
 from segmentation.ground_truth.splits import load_data
 from segmentation.paths import RunFiles, histories_of_another_run
 from segmentation.training import plan_training

@@ -15,8 +15,10 @@ from data_generator import DataGenerator
 from model import build_model
 from segmentation.classes import IGNORE_LABEL, class_colors
 from segmentation.evaluation import evaluate_dataset
+from segmentation.ground_truth.class_names import read_class_names
 from segmentation.ground_truth.fit_to_size import predict_tiled, random_crop, tile_starts
-from segmentation.ground_truth.mask_folders import load_split, read_class_names, read_mask_png, write_mask_png
+from segmentation.ground_truth.mask_folders import read_mask_png, write_mask_png
+from segmentation.ground_truth.splits import load_split
 from segmentation.inference import plan_outputs, predict_directory
 from segmentation.losses import MaskedCrossentropy, WeightedCrossentropy, build_loss
 from segmentation.metrics import SegmentationScores

@@ -16,8 +16,8 @@ from segmentation import evaluation
 from segmentation.checkpoints import restore_weights
 from segmentation.classes import class_colors
 from segmentation.evaluation import evaluate_dataset, predict_class_maps, segment_image_file
-from segmentation.ground_truth.book_labels import LabelSet
 from segmentation.ground_truth.fit_to_size import predict_tiled
+from segmentation.ground_truth.label_set import LabelSet
 from segmentation.inference import plan_outputs, predict_directory
 from segmentation.tta import flip_averaged
 

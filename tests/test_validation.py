@@ -9,7 +9,8 @@ import pytest
 from conftest import HEIGHT, WIDTH, write_book_dataset
 
 from segmentation.errors import DatasetError
-from segmentation.ground_truth.book_labels import load_labels, split_labels
+from segmentation.ground_truth.book_labels import load_labels
+from segmentation.ground_truth.splits import split_labels
 
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
         "--workers", "1", "--seed", "0"]

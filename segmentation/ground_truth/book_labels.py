@@ -1,4 +1,4 @@
-"""Reading and checking the book's ground truth, the `.npy` label files.
+"""The book's `.npy` label files: read, checked, and reduced to class-index maps.
 
 The book's ground truth is an `np.save` of a Python dict
 `{image filename: uint8 one-hot mask (H, W, n_classes)}`, channel 0 being
@@ -7,104 +7,23 @@ maps (one byte per pixel); `data_generator.DataGenerator` rebuilds the
 one-hot masks batch by batch for the categorical cross-entropy. Each mask is
 turned into its class-index map as soon as it is read, so the whole
 one-hot dict (n_classes bytes per pixel) is never in memory at once. The
-files are never unpickled (see `segmentation.ground_truth.pickled_npy`).
+files are never unpickled (see `pickled_npy`).
 """
 
-import collections.abc
 import dataclasses
 import logging
 import os
-import zlib
 
 import numpy as np
 
 from segmentation.classes import IGNORE_LABEL
 from segmentation.errors import DatasetError
 from segmentation.ground_truth.fit_to_size import resize_labels
+from segmentation.ground_truth.label_set import ClassMaps, LabelSet, PackedClassMap
 from segmentation.ground_truth.pickled_npy import read_pickled_dict
 from segmentation.images import RGB_MODES, check_image, image_header
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class LabelSet:
-    """Ground truth of one split, as class-index maps.
-
-    Attributes:
-        path: str. The `.npy` file or the mask folder it was read from.
-        masks: mapping. Image filename -> uint8 `(H, W)` class-index map
-            (`load_labels` gives a `ClassMaps`, which keeps them compressed);
-            `IGNORE_LABEL` (255) marks pixels left out of the loss and scores.
-        n_classes: int. Number of classes (the one-hot masks' last axis, or
-            that of a mask folder).
-        class_names: tuple of str or None. Names of classes 0 .. n_classes - 1
-            when known (`--classes`, or the names stored beside the labels).
-            Defaults to None.
-        has_ignore: bool. Whether a map holds `IGNORE_LABEL`. Defaults to False
-            (the book's `.npy` masks never do).
-        counted: bool. Whether `n_classes` was counted from the largest class
-            id found (a mask folder without names), and may grow to another
-            split's. Defaults to False.
-    """
-
-    path: str
-    masks: collections.abc.Mapping[str, np.ndarray]
-    n_classes: int
-    class_names: tuple[str, ...] | None = None
-    has_ignore: bool = False
-    counted: bool = False
-
-    @property
-    def keys(self) -> list[str]:
-        """Image filenames in the file's order."""
-        return list(self.masks)
-
-
-@dataclasses.dataclass(frozen=True)
-class PackedClassMap:
-    """A uint8 class-index map kept zlib-compressed.
-
-    Segmentation masks are long runs of one class: a 640x480 drinks mask (307
-    KB as a class map) packs into a few KB, so a data set's ground truth stays
-    small in memory whatever its size, and a batch unpacks in microseconds.
-
-    Attributes:
-        shape: tuple. `(H, W)`.
-        data: bytes. The compressed map.
-    """
-
-    shape: tuple[int, int]
-    data: bytes
-
-    @classmethod
-    def pack(cls, class_map: np.ndarray) -> "PackedClassMap":
-        """Compresses a uint8 `(H, W)` map (zlib level 1: fast, and enough for masks)."""
-        return cls(shape=class_map.shape, data=zlib.compress(np.ascontiguousarray(class_map, np.uint8).tobytes(), 1))
-
-    def unpack(self) -> np.ndarray:
-        """The uint8 `(H, W)` map (read-only)."""
-        return np.frombuffer(zlib.decompress(self.data), dtype=np.uint8).reshape(self.shape)
-
-
-class ClassMaps(collections.abc.Mapping):
-    """Image filename -> uint8 class-index map, each kept packed until it is asked for.
-
-    Args:
-        packed: dict. Image filename -> `PackedClassMap`, in the file's order.
-    """
-
-    def __init__(self, packed: dict[str, PackedClassMap]):
-        self._packed = packed
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self._packed[key].unpack()
-
-    def __iter__(self):
-        return iter(self._packed)
-
-    def __len__(self) -> int:
-        return len(self._packed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,80 +215,6 @@ def mask_value_problem(mask: np.ndarray) -> str | None:
         f"holds values other than 0 and 1 (range {mask.min()}..{mask.max()}); "
         "a one-hot mask marks each pixel's class with a single 1"
     )
-
-
-class _SubsetMaps(collections.abc.Mapping):
-    """The class maps of some keys of a mapping, read through to it (nothing is unpacked early)."""
-
-    def __init__(self, masks: collections.abc.Mapping, keys: list[str]):
-        self._masks = masks
-        self._keys = keys
-        self._key_set = set(keys)
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        if key not in self._key_set:
-            raise KeyError(key)
-        return self._masks[key]
-
-    def __iter__(self):
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
-def split_labels(labels: LabelSet, share: float, seed: int) -> tuple[LabelSet, LabelSet]:
-    """Holds out a share of a split's images (`--val-split`): returns (training, validation).
-
-    Args:
-        labels: LabelSet. The training split.
-        share: float. Share of its images held out, in (0, 1); at least one image each way.
-        seed: int. Seed of the draw, so that a resumed run holds out the same images.
-
-    Raises:
-        DatasetError: if the split has too few images to hold any out.
-    """
-    keys = labels.keys
-    held_out = max(1, round(share * len(keys)))
-    if held_out >= len(keys):
-        raise DatasetError(
-            f"{labels.path}: --val-split {share} would hold out all {len(keys)} training image(s); "
-            "give a smaller share or more images."
-        )
-    chosen = set(np.random.default_rng(seed).choice(len(keys), size=held_out, replace=False).tolist())
-    validation = [key for index, key in enumerate(keys) if index in chosen]
-    training = [key for index, key in enumerate(keys) if index not in chosen]
-    return (
-        dataclasses.replace(labels, masks=_SubsetMaps(labels.masks, training)),
-        dataclasses.replace(labels, path=f"{labels.path} (--val-split {share})",
-                            masks=_SubsetMaps(labels.masks, validation)),
-    )
-
-
-def check_validation_labels(train: LabelSet, validation: LabelSet) -> None:
-    """Refuses a `--val-labels` set that cannot stand apart from the training set.
-
-    Args:
-        train: LabelSet. The training split.
-        validation: LabelSet. The split read from `--val-labels` (after `agree_on_classes`).
-
-    Raises:
-        DatasetError: if it lists an image of the training set (its score would not be a held-out
-            one), or its masks have another class count (it could not be scored with the network).
-    """
-    training_names = set(train.keys)
-    shared = [key for key in validation.keys if key in training_names]
-    if shared:
-        raise DatasetError(
-            f"{validation.path}: {len(shared)} of its image(s) are in the training set {train.path} too "
-            f"(e.g. {', '.join(repr(key) for key in shared[:3])}); a validation image must not be trained on. "
-            "Remove them from one of the two files, or give --val-split instead."
-        )
-    if validation.n_classes != train.n_classes:
-        raise DatasetError(
-            f"{validation.path}: masks have {validation.n_classes} classes but {train.path} has "
-            f"{train.n_classes}. Regenerate both with the same classes."
-        )
 
 
 def read_labels_whole(path: str) -> dict:

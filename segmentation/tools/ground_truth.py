@@ -30,7 +30,8 @@ from skimage import io, transform
 
 from segmentation.classes import DRINKS_VIA_NAMES, IGNORE_LABEL, colorize
 from segmentation.errors import ProgramError, report_error
-from segmentation.ground_truth.mask_folders import write_class_names, write_mask_png
+from segmentation.ground_truth.class_names import write_class_names
+from segmentation.ground_truth.mask_folders import write_mask_png
 from segmentation.paths import (
     LABELS_SUFFIX,
     MASK_FOLDER_CLASSES,
