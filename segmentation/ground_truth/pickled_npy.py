@@ -170,7 +170,7 @@ class _BoundedReader:
         return self._file.tell()
 
 
-def _describe(value: object) -> str:
+def _describe_pickled_value(value: object) -> str:
     """A short name for what the stream put somewhere (never its whole repr: it may be huge or deep)."""
     if isinstance(value, str | bytes | bytearray):
         shown = repr(value[:20])
@@ -315,10 +315,10 @@ class _Walker:
             items = self._pop(1) if name == "APPEND" else self._pop_mark()
             target = self._top()
             if not isinstance(target, list):
-                raise _Refused(f"{name} to {_describe(target)}, not a list")
+                raise _Refused(f"{name} to {_describe_pickled_value(target)}, not a list")
             for item in items:
                 if not isinstance(item, dict | _LEAVES) and not self._is_array(item):
-                    raise _Refused(f"a list holding {_describe(item)}")
+                    raise _Refused(f"a list holding {_describe_pickled_value(item)}")
             target.extend(items)
         elif name == "EMPTY_DICT":
             self._stack.append({})
@@ -326,12 +326,12 @@ class _Walker:
             items = self._pop(2) if name == "SETITEM" else self._pop_mark()
             target = self._top()
             if not isinstance(target, dict) or len(items) % 2:
-                raise _Refused(f"{name} to {_describe(target)}, not a dict")
+                raise _Refused(f"{name} to {_describe_pickled_value(target)}, not a dict")
             for key, value in zip(items[::2], items[1::2]):
                 if not isinstance(key, str):
-                    raise _Refused(f"a dict key that is {_describe(key)}, not an image filename")
+                    raise _Refused(f"a dict key that is {_describe_pickled_value(key)}, not an image filename")
                 if not isinstance(value, _LEAVES) and not self._is_array(value):
-                    raise _Refused(f"the value of key {key[:80]!r} is {_describe(value)}, not an array")
+                    raise _Refused(f"the value of key {key[:80]!r} is {_describe_pickled_value(value)}, not an array")
                 target[key] = value
         elif name in ("NONE", "NEWTRUE", "NEWFALSE"):
             self._stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
@@ -367,7 +367,7 @@ class _Walker:
 
     def _reduce(self, function: object, arguments: object) -> object:
         if not isinstance(function, _Global) or not isinstance(arguments, _Tuple):
-            raise _Refused(f"a call of {_describe(function)}")
+            raise _Refused(f"a call of {_describe_pickled_value(function)}")
         kind = function.kind
         if kind == "dtype":
             if len(arguments) != 3 or not isinstance(arguments[0], str) or arguments[1:] != (False, True):
@@ -398,7 +398,7 @@ class _Walker:
             array = self._array(shape, dtype, buffer, order == "F")
             self._forget(buffer, arguments)
             return array
-        raise _Refused(f"a call of {_describe(function)}")
+        raise _Refused(f"a call of {_describe_pickled_value(function)}")
 
     def _build(self, target: object, state: object) -> object:
         if isinstance(target, _Dtype) and target.dtype is None and not target.is_object:
@@ -416,7 +416,7 @@ class _Walker:
                 self._forget(data, state)
             target.value, target.built = value, True
             return value
-        raise _Refused(f"BUILD of {_describe(target)}")
+        raise _Refused(f"BUILD of {_describe_pickled_value(target)}")
 
     def _build_dtype(self, target: _Dtype, state: object) -> _Dtype:
         descr = target.descr
@@ -442,11 +442,11 @@ class _Walker:
 
     def _array(self, shape: object, dtype: object, data: object, fortran_order: bool) -> object:
         if not isinstance(dtype, _Dtype) or dtype.dtype is None:
-            raise _Refused(f"an array whose dtype is {_describe(dtype)}")
+            raise _Refused(f"an array whose dtype is {_describe_pickled_value(dtype)}")
         if not _is_shape(shape):
             raise _Refused("an array shape that is not a tuple of sizes")
         if not isinstance(data, bytes | bytearray):
-            raise _Refused(f"array data that is {_describe(data)}, not bytes")
+            raise _Refused(f"array data that is {_describe_pickled_value(data)}, not bytes")
         expected = math.prod(shape) * dtype.dtype.itemsize
         if len(data) != expected:
             # The data comes from the file, so no array can be larger than the file.
