@@ -128,9 +128,10 @@ def plan_steps(
 class TimeBudget(keras.callbacks.Callback):
     """Plans the run's steps to end by `deadline`, sizes the step schedule to them, and stops training there.
 
-    Put it after the callback that evaluates each epoch (so an epoch's time
-    includes its evaluation) and before the one that saves the run's state
-    (so the saved state holds the plan).
+    As a callback it times the steps, and cuts the plan inside an epoch that
+    overruns it. `replan` is called at each epoch's end (`callbacks.EpochEnd`),
+    after the evaluation, which it times with the epoch, and before the run's
+    state is saved, which then holds the plan.
 
     Args:
         deadline: float. `clock()` by which the run must be done.
@@ -302,7 +303,7 @@ class TimeBudget(keras.callbacks.Callback):
         if fitting > self.plan.total_steps:
             self._set_plan(fitting, pace, logging.DEBUG, top_up=True)
 
-    def _replan(self) -> None:
+    def _revise_plan(self) -> None:
         """At an epoch's end: cuts, extends or tops up the plan if the run has left it, else keeps it."""
         if self._overruns():
             self._cut()
@@ -314,7 +315,12 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_started = self.clock()
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+    def replan(self) -> None:
+        """At an epoch's end, its evaluation done: plans with the evaluation timed, and stops at the plan's last step.
+
+        The plan made at the first epoch's end replaces the estimate of the first steps; later ones
+        change only if the run has left the plan (`_revise_plan`).
+        """
         # The evaluation just run, timed, replaces the estimate; the time the last epoch boundary took in
         # all, if longer, stands for the rest of this one.
         self._evaluation_seconds = max(self.clock() - self._last_step_end, self._boundary_seconds)
@@ -323,7 +329,7 @@ class TimeBudget(keras.callbacks.Callback):
             self._plan_afresh(logging.INFO)
         elif self._steps_done < self.plan.total_steps:
             epochs = self.plan.epochs
-            self._replan()
+            self._revise_plan()
             if self.plan.epochs != epochs:
                 logger.info("Time budget: %d epoch(s) planned (was %d), ending at step %d",
                             self.plan.epochs, epochs, self.plan.total_steps)

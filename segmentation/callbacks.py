@@ -1,19 +1,21 @@
-"""Training schedule, per-epoch evaluation and best-weights saving (Listing 12.3.3).
+"""What a training run does at the end of every epoch, in order (Listing 12.3.3's `AccuracyCallback`, and more).
 
-The book's `AccuracyCallback` held a reference to the whole application and
-wrote its histories to the current directory; here it is a small callback
-built from explicit data and paths, writing everything under the save dir.
-`NonFiniteLossCallback` stops a run whose loss or weights stop being finite
-before anything is saved from that state. `TensorBoardLogger` writes every
-epoch's logs for TensorBoard (`--tensorboard`). `PatienceCallback` stops a run
-whose selection mIoU has stopped improving (`--patience`).
+`EpochEnd` is the one callback that runs an epoch's end, step by step: the
+weights checked for NaN, the BatchNormalization statistics recomputed
+(`--precise-bn`), the selection set scored and the best weights saved
+(`BestWeights`, the book's `AccuracyCallback`, built from explicit data and
+paths and writing everything under the save dir), the epochs without
+improvement counted (`--patience`), the time budget re-planned
+(`--time-budget`), the learning rate recorded, the logs written for
+TensorBoard (`--tensorboard`) and the state saved for `--resume`. The
+per-batch work stays in its own callbacks: `NonFiniteLossCallback` stops a
+run whose loss stops being finite, and `budget.TimeBudget` times the steps.
 """
 
 import csv
 import logging
 import math
 import os
-from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -22,27 +24,67 @@ from data_generator import DataGenerator
 from segmentation import backend
 from segmentation.atomic import write_atomically
 from segmentation.averaging import averaged_weights
+from segmentation.budget import TimeBudget
 from segmentation.checkpoints import TrainingState, epochs_since_best, save_best_model, save_training_state
 from segmentation.errors import NonFiniteLossError
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
-from segmentation.paths import MIOU_HISTORY, MPLA_HISTORY
+from segmentation.paths import MIOU_HISTORY, MPLA_HISTORY, RunFiles
+from segmentation.precise_bn import PreciseStatistics
 
 logger = logging.getLogger(__name__)
 
 
-class AccuracyCallback(keras.callbacks.Callback):
-    """Evaluates the test set (or the validation set) every epoch and keeps the best weights by mIoU.
+def check_finite_weights(model: keras.Model, epoch: int) -> None:
+    """Raises `NonFiniteLossError` if a weight of `model` is NaN or infinite after 0-based `epoch`.
 
-    Writes `test_miou`, `test_pixel_accuracy` and `test_dataset_miou` (`val_...`
-    for a validation set) into the epoch logs (so `History` and `CSVLogger`
-    record them), appends to the
-    book's `miou_history.npy` and `mpla_history.npy` (pixel accuracy in percent,
-    as the book saved it) in `save_dir`, and saves the weights to
-    `weights_path` when the mIoU improves, with their metrics and `settings` in
-    the JSON file beside them (`<name>-best-iou.json`).
+    A last update can break the weights while the epoch's mean loss is still finite.
+    """
+    if not all(np.isfinite(value).all() for value in model.get_weights()):
+        raise NonFiniteLossError(
+            f"the weights became NaN or infinite in epoch {epoch + 1}; lower --learning-rate. "
+            "The saved best weights and last state are those of earlier epochs."
+        )
+
+
+class NonFiniteLossCallback(keras.callbacks.Callback):
+    """Stops training, raising `NonFiniteLossError`, as soon as a batch's loss is not finite.
+
+    Like `keras.callbacks.TerminateOnNaN`, but it raises instead of letting the
+    epoch end, so nothing is saved from the broken model; the weights are
+    checked at the epoch's end, first of all (`EpochEnd`).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"the training loss became {float(loss)} at batch {batch + 1} of epoch "
+                f"{self._epoch + 1}; lower --learning-rate or check the data. The saved best "
+                "weights and last state are those of earlier epochs."
+            )
+
+
+class BestWeights:
+    """Scores the selection set (the test set, or validation images) after an epoch and keeps the best weights by mIoU.
+
+    The book's `AccuracyCallback`. `evaluate` writes `test_miou`,
+    `test_pixel_accuracy` and `test_dataset_miou` (`val_...` for a validation
+    set) into the epoch logs (so `History` and the state record them), appends
+    to the book's `miou_history.npy` and `mpla_history.npy` (pixel accuracy in
+    percent, as the book saved it) in `save_dir`, and saves the network's
+    weights to `weights_path` when the mIoU improves, with their metrics and
+    `settings` in the JSON file beside them (`<name>-best-iou.json`).
 
     Args:
-        test_generator: DataGenerator. The test split.
+        network: keras.Model. The network scored and saved (without the training-only head of `--aux-loss`).
+        test_generator: DataGenerator. The selection split.
         weights_path: str. Where the best weights go (`.weights.h5`).
         save_dir: str. Folder of the history files.
         best_miou: float. mIoU to beat before saving. Defaults to 0.
@@ -54,22 +96,13 @@ class AccuracyCallback(keras.callbacks.Callback):
         split: str. `"test"`, the book's selection on the test set, or `"val"`
             when `test_generator` holds validation images; it names the logs
             and the record's metrics. Defaults to "test".
-        network: keras.Model or None. The network evaluated and saved, when
-            training fits another model sharing its layers (`--aux-loss`).
-            Defaults to None, the fitted model.
         tta: bool. `--tta`: evaluate with flip-averaged predictions. Defaults
             to False.
-        before_evaluation: callable or None. Called with the network just
-            before each evaluation, on the weights evaluated and saved
-            (`--precise-bn`'s `precise_bn.PreciseStatistics`). Defaults to None.
-
-    When the optimizer keeps a moving average of the weights (`--ema`), the
-    average is what is evaluated and saved (and what `before_evaluation`
-    sees); training goes on from the raw weights.
     """
 
     def __init__(
         self,
+        network: keras.Model,
         test_generator: DataGenerator,
         weights_path: str,
         save_dir: str,
@@ -77,15 +110,9 @@ class AccuracyCallback(keras.callbacks.Callback):
         settings: dict | None = None,
         histories: tuple[list[float], list[float]] | None = None,
         split: str = "test",
-        network: keras.Model | None = None,
         tta: bool = False,
-        before_evaluation: Callable[[keras.Model], None] | None = None,
     ):
-        super().__init__()
-        self.split = split
         self.network = network
-        self.tta = tta
-        self.before_evaluation = before_evaluation
         self.test_generator = test_generator
         self.weights_path = weights_path
         self.save_dir = save_dir
@@ -94,22 +121,21 @@ class AccuracyCallback(keras.callbacks.Callback):
         miou_history, mpla_history = histories or ([], [])
         self.miou_history: list[float] = list(miou_history)
         self.mpla_history: list[float] = list(mpla_history)
+        self.split = split
+        self.tta = tta
         self.collapse = CollapseMonitor(test_generator.n_classes, hint=collapse_hint(self.settings))
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        with averaged_weights(getattr(self.model, "optimizer", None)):
-            self._evaluate_and_save(epoch, logs)
+    def evaluate(self, epoch: int, logs: dict) -> float:
+        """Scores the network after 0-based `epoch`, logging and recording its scores; saves it if the best.
 
-    def _evaluate_and_save(self, epoch: int, logs: dict | None) -> None:
-        network = self.network or self.model
-        if self.before_evaluation is not None:
-            self.before_evaluation(network)
-        scores = evaluate_dataset(network, self.test_generator, tta=self.tta)
+        Returns:
+            The selection set's mIoU.
+        """
+        scores = evaluate_dataset(self.network, self.test_generator, tta=self.tta)
         miou, pixel_accuracy = scores.mean_iou, scores.mean_pixel_accuracy
-        if logs is not None:
-            logs[f"{self.split}_miou"] = miou
-            logs[f"{self.split}_pixel_accuracy"] = pixel_accuracy
-            logs[f"{self.split}_dataset_miou"] = scores.dataset_miou
+        logs[f"{self.split}_miou"] = miou
+        logs[f"{self.split}_pixel_accuracy"] = pixel_accuracy
+        logs[f"{self.split}_dataset_miou"] = scores.dataset_miou
         self.miou_history.append(miou)
         self.mpla_history.append(100.0 * pixel_accuracy)
         save_histories(self.save_dir, self.miou_history, self.mpla_history)
@@ -130,12 +156,13 @@ class AccuracyCallback(keras.callbacks.Callback):
                 f"{self.split}_dataset_miou": _nan_as_none(scores.dataset_miou),
                 "settings": self.settings,
             }
-            save_best_model(network, self.weights_path, record)
+            save_best_model(self.network, self.weights_path, record)
         else:
             logger.info(
                 "Epoch %d: mIoU %.4f (best %.4f), pixel accuracy %.2f%%",
                 epoch + 1, miou, self.best_miou, 100 * pixel_accuracy,
             )
+        return miou
 
 
 def _nan_as_none(value: float) -> float | None:
@@ -180,129 +207,81 @@ def write_history_csv(path: str, history: dict[str, list[float]], epochs_done: i
     write_atomically(path, write)
 
 
-class TrainingStateCallback(keras.callbacks.Callback):
-    """Saves the full training state and `history.csv` at the end of every epoch (for `--resume`).
-
-    Put it last in the callback list, so that the epoch's logs hold the test
-    metrics and the epoch's best weights are on disk before the state says
-    the epoch is done.
+def save_epoch_state(model: keras.Model, state: TrainingState, files: RunFiles, epoch: int, logs: dict,
+                     best_miou: float) -> None:
+    """Adds an epoch's logs to the state's history, marks the epoch done, and saves `history.csv` and the state.
 
     Args:
-        state_path: str. The last-state file.
-        csv_path: str. The `history.csv` file.
-        state: TrainingState. The state at the start of the run (after a
-            resume, the saved one); its history and epoch count grow in place.
-        best_miou: callable. Returns the current best mIoU (the AccuracyCallback's).
+        model: keras.Model. The fitted model, whose weights and optimizer the state holds.
+        state: TrainingState. The run's state, changed in place.
+        files: RunFiles. Where the state and `history.csv` go.
+        epoch: int. The 0-based epoch just ended.
+        logs: dict. Its logs, the selection scores and the learning rate among them.
+        best_miou: float. The mIoU of the best weights on disk.
     """
-
-    def __init__(self, state_path: str, csv_path: str, state: TrainingState, best_miou: Callable[[], float]):
-        super().__init__()
-        self.state_path = state_path
-        self.csv_path = csv_path
-        self.state = state
-        self.best_miou = best_miou
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        for key, value in (logs or {}).items():
-            self.state.history.setdefault(key, []).append(float(value))
-        self.state.epochs_done = epoch + 1
-        self.state.best_miou = float(self.best_miou())
-        write_history_csv(self.csv_path, self.state.history, self.state.epochs_done)
-        save_training_state(self.model, self.state, self.state_path)
+    for key, value in logs.items():
+        state.history.setdefault(key, []).append(float(value))
+    state.epochs_done = epoch + 1
+    state.best_miou = float(best_miou)
+    write_history_csv(files.history_csv, state.history, state.epochs_done)
+    save_training_state(model, state, files.state)
 
 
-class PatienceCallback(keras.callbacks.Callback):
-    """Stops training when the selection mIoU has not beaten the run's best for `patience` epochs in a row.
+class Patience:
+    """Counts the epochs since the best selection mIoU, and says when they reach `patience` (`--patience`).
 
     The count is the epochs since the best one in the run's history (`epochs_since_best`), so it
     goes on across a `--resume` and counts epochs run without `--patience` too; it is kept in
-    `state.epochs_without_improvement` for the state saved after each epoch. Put it after the
-    evaluation that logs the mIoU and before the callback that saves the state.
+    `state.epochs_without_improvement` for the state saved after each epoch.
 
     Args:
         patience: int. Epochs without improvement that end the run (`--patience`).
         state: TrainingState. The run's state; its history holds the earlier epochs' mIoU.
-        split: str. `"test"` or `"val"`: the logged `<split>_miou` to watch. Defaults to "test".
+        split: str. `"test"` or `"val"`: the selection mIoU counted, `<split>_miou`. Defaults to "test".
     """
 
     def __init__(self, patience: int, state: TrainingState, split: str = "test"):
-        super().__init__()
         self.patience = patience
         self.state = state
-        self.key = f"{split}_miou"
+        self.split = split
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        miou = (logs or {}).get(self.key)
-        if miou is None:
-            return
-        # The state's history gets this epoch's value after this callback (TrainingStateCallback).
-        mious = [*self.state.history.get(self.key, []), miou]
-        self.best = max(mious)
+    def count(self, epoch: int, miou: float) -> bool:
+        """Counts 0-based `epoch`, whose selection mIoU is `miou`; returns whether training should stop.
+
+        The state's history gets this epoch's mIoU after the count (`save_epoch_state`).
+        """
+        mious = [*self.state.history.get(f"{self.split}_miou", []), miou]
         self.state.epochs_without_improvement = epochs_since_best(mious)
-        if self.state.epochs_without_improvement >= self.patience:
-            logger.info("Stopping early after epoch %d: the %s mIoU has not improved on %.4f for %d epoch(s) "
-                        "(--patience %d)", epoch + 1, "validation" if self.key == "val_miou" else "test",
-                        self.best, self.state.epochs_without_improvement, self.patience)
-            self.model.stop_training = True
+        if self.state.epochs_without_improvement < self.patience:
+            return False
+        logger.info("Stopping early after epoch %d: the %s mIoU has not improved on %.4f for %d epoch(s) "
+                    "(--patience %d)", epoch + 1, "validation" if self.split == "val" else "test", max(mious),
+                    self.state.epochs_without_improvement, self.patience)
+        return True
 
 
-class NonFiniteLossCallback(keras.callbacks.Callback):
-    """Stops training, raising `NonFiniteLossError`, when the loss or the weights stop being finite.
-
-    Like `keras.callbacks.TerminateOnNaN`, but it raises instead of letting the
-    epoch end, so no later callback can save weights or state from the broken
-    model. Put it before the callbacks that save.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._epoch = 0
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise NonFiniteLossError(
-                f"the training loss became {float(loss)} at batch {batch + 1} of epoch "
-                f"{self._epoch + 1}; lower --learning-rate or check the data. The saved best "
-                "weights and last state are those of earlier epochs."
-            )
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        # A last update can break the weights while the epoch's mean loss is still finite.
-        if not all(np.isfinite(value).all() for value in self.model.get_weights()):
-            raise NonFiniteLossError(
-                f"the weights became NaN or infinite in epoch {epoch + 1}; lower --learning-rate. "
-                "The saved best weights and last state are those of earlier epochs."
-            )
-
-
-class TensorBoardLogger(keras.callbacks.Callback):
+class TensorBoardLogger:
     """Writes every epoch's logs as TensorBoard scalars, `epoch_<name>` under `<log_dir>/train`.
 
     The tags and folder are those of `keras.callbacks.TensorBoard`, but that
     callback needs the `tensorboard` package, which TensorFlow 2.21 no longer
     installs, and fails at the end of the first epoch without it; this one
     writes the event files with TensorFlow alone, which it imports when
-    training begins, so under JAX or PyTorch too where TensorFlow is
-    installed. Put it after the callbacks that add to the logs (the test
-    metrics, the learning rate).
-    View them with `pip install tensorboard; tensorboard --logdir DIR`.
+    training begins (`open`), so under JAX or PyTorch too where TensorFlow is
+    installed. View them with `pip install tensorboard; tensorboard --logdir DIR`.
 
     Args:
         log_dir: str. The `--tensorboard` folder.
     """
 
     def __init__(self, log_dir: str):
-        super().__init__()
         self.log_dir = log_dir
         self._writer = None
         self._tf = None
         self._scalar_metadata = None
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
+    def open(self) -> None:
+        """Creates the event file, as training begins."""
         tf = self._tf = backend.import_tensorflow()
         # What TensorBoard's scalars plugin looks for in a summary.
         self._scalar_metadata = tf.compat.v1.SummaryMetadata(
@@ -310,14 +289,101 @@ class TensorBoardLogger(keras.callbacks.Callback):
         )
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+    def write(self, epoch: int, logs: dict) -> None:
+        """Writes 0-based `epoch`'s logs, and flushes them to disk."""
         tf = self._tf
         with self._writer.as_default():
-            for name, value in (logs or {}).items():
+            for name, value in logs.items():
                 tf.summary.write(f"epoch_{name}", tf.constant(float(value)), step=epoch,
                                  metadata=self._scalar_metadata)
         # Each epoch on disk at once, so a killed run keeps its curves.
         self._writer.flush()
 
-    def on_train_end(self, logs: dict | None = None) -> None:
+    def close(self) -> None:
+        """Closes the event file, as training ends."""
         self._writer.close()
+
+
+class EpochEnd(keras.callbacks.Callback):
+    """Runs the end of every epoch, one step after another.
+
+    1. Checks that the weights are finite (`check_finite_weights`): an epoch that broke them
+       raises `NonFiniteLossError` before anything of it is saved.
+    2. On the weights that are evaluated and saved (their moving average under `--ema`),
+       recomputes the BatchNormalization statistics (`--precise-bn`), then scores the selection
+       set and saves the best weights (`BestWeights`).
+    3. Counts the epochs without a better mIoU (`--patience`), stopping training after too many.
+    4. Re-plans the time budget (`--time-budget`), its epoch timed with the evaluation.
+    5. Records the learning rate in the logs (the schedule's callback).
+    6. Writes the logs to TensorBoard (`--tensorboard`).
+    7. Saves the state for `--resume` and `history.csv`, so an epoch counts as done only once
+       its best weights are on disk.
+
+    The schedule's callback is also run as each epoch starts, where an epoch-wise schedule sets
+    the rate. Put `EpochEnd` after the progress bar, so an epoch's line ends before its logs.
+
+    Args:
+        best_weights: BestWeights. Scores the selection set and keeps the best weights.
+        schedule: keras Callback. The learning-rate schedule's (`LearningRateScheduler`, or
+            `schedules.LearningRateLogger` for a step schedule): it writes `learning_rate` into
+            the logs at an epoch's end.
+        state: TrainingState. The run's state; its history and epoch count grow in place.
+        files: RunFiles. Where the state and `history.csv` go.
+        precise_statistics: PreciseStatistics or None. `--precise-bn`'s recomputation. Defaults to None.
+        patience: Patience or None. `--patience`'s count. Defaults to None.
+        budget: TimeBudget or None. `--time-budget`'s plan, whose per-batch hooks run as a callback
+            of their own. Defaults to None.
+        tensorboard: TensorBoardLogger or None. `--tensorboard`'s event files. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        best_weights: BestWeights,
+        schedule: keras.callbacks.Callback,
+        state: TrainingState,
+        files: RunFiles,
+        precise_statistics: PreciseStatistics | None = None,
+        patience: Patience | None = None,
+        budget: TimeBudget | None = None,
+        tensorboard: TensorBoardLogger | None = None,
+    ):
+        super().__init__()
+        self.best_weights = best_weights
+        self.schedule = schedule
+        self.state = state
+        self.files = files
+        self.precise_statistics = precise_statistics
+        self.patience = patience
+        self.budget = budget
+        self.tensorboard = tensorboard
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        self.schedule.set_model(model)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.open()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.schedule.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = {} if logs is None else logs
+        check_finite_weights(self.model, epoch)
+        with averaged_weights(self.model.optimizer):
+            if self.precise_statistics is not None:
+                self.precise_statistics.recompute()
+            miou = self.best_weights.evaluate(epoch, logs)
+        if self.patience is not None and self.patience.count(epoch, miou):
+            self.model.stop_training = True
+        if self.budget is not None:
+            self.budget.replan()
+        self.schedule.on_epoch_end(epoch, logs)
+        if self.tensorboard is not None:
+            self.tensorboard.write(epoch, logs)
+        save_epoch_state(self.model, self.state, self.files, epoch, logs, self.best_weights.best_miou)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()

@@ -195,28 +195,31 @@ def check_one_device() -> None:
 
 
 class PreciseStatistics:
-    """Recomputes a network's BatchNormalization statistics over the training images when called.
+    """Recomputes a network's BatchNormalization statistics over the training images.
 
-    Given as `AccuracyCallback(before_evaluation=...)`, so it runs on the weights the epoch's
+    `callbacks.EpochEnd` calls `recompute` before each evaluation, on the weights the epoch's
     evaluation scores and saves (the averaged ones under `--ema`). The first pass's cost is logged
     at `--verbose 2`.
 
     Args:
+        network: keras.Model. The network evaluated and saved; its layers must not be synchronized.
         data: DataGenerator. The training batches, read in their current order.
         max_images: int. Images per pass. Defaults to `MAX_IMAGES`.
     """
 
-    def __init__(self, data: DataGenerator, max_images: int = MAX_IMAGES):
+    def __init__(self, network: keras.Model, data: DataGenerator, max_images: int = MAX_IMAGES):
+        self.network = network
         self.data = data
         self.max_images = max_images
         self.seconds: list[float] = []
         self._statistics: BatchStatistics | None = None
 
-    def __call__(self, network: keras.Model) -> None:
+    def recompute(self) -> None:
+        """Sets the network's moving statistics to those of the first `max_images` training images."""
         started = time.monotonic()
-        if self._statistics is None or self._statistics.model is not network:
-            self._statistics = BatchStatistics(network)
-        batches = recompute_batchnorm_statistics(network, statistics_batches(self.data, self.max_images),
+        if self._statistics is None:
+            self._statistics = BatchStatistics(self.network)
+        batches = recompute_batchnorm_statistics(self.network, statistics_batches(self.data, self.max_images),
                                                  self._statistics)
         self.seconds.append(time.monotonic() - started)
         if len(self.seconds) == 1:

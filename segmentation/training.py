@@ -22,11 +22,11 @@ from data_generator import DataGenerator
 from model import build_training_model
 from segmentation.budget import Plan, StepLimit, TimeBudget
 from segmentation.callbacks import (
-    AccuracyCallback,
+    BestWeights,
+    EpochEnd,
     NonFiniteLossCallback,
-    PatienceCallback,
+    Patience,
     TensorBoardLogger,
-    TrainingStateCallback,
     save_histories,
     write_history_csv,
 )
@@ -335,47 +335,38 @@ def train(
     precise_statistics = None
     evaluation_batches = len(selection_data)
     if options.precise_bn:
-        precise_statistics = PreciseStatistics(train_data)
+        precise_statistics = PreciseStatistics(fcn, train_data)
         num_statistics_batches = count_statistics_batches(train_data)
         # A forward pass per batch: the budget counts them in the epoch's evaluation.
         evaluation_batches += num_statistics_batches
         logger.info("--precise-bn: each evaluation first recomputes the BatchNormalization statistics over %d "
                     "training images (%d batches of %d, unaugmented)", num_statistics_batches * train_data.batch_size,
                     num_statistics_batches, train_data.batch_size)
-    accuracy = AccuracyCallback(
-        selection_data, files.weights, files.save_dir, best_miou=state.best_miou, settings=state.settings,
-        histories=(miou_history, mpla_history), split=split, network=fcn, tta=options.tta,
-        before_evaluation=precise_statistics,
-    )
+
     def record_plan(plan: Plan) -> None:
         state.epochs, state.total_steps = plan.epochs, plan.total_steps
         state.schedule = step_schedule.get_config() if step_schedule is not None else None
 
-    budget = []
+    budget = None
+    per_batch = [NonFiniteLossCallback()]
     if options.deadline is not None:
-        budget = [TimeBudget(options.deadline, len(train_data), evaluation_batches, state.epochs, step_schedule,
-                             on_plan=record_plan)]
+        budget = TimeBudget(options.deadline, len(train_data), evaluation_batches, state.epochs, step_schedule,
+                            on_plan=record_plan)
+        per_batch.append(budget)
     elif state.total_steps is not None:
         # A resumed budgeted run: the planned steps, its last epoch as short as planned.
-        budget = [StepLimit(state.total_steps)]
-    callbacks = [
-        # First, so the epoch's progress line is finished before the evaluation logs.
-        keras.callbacks.ProgbarLogger(),
-        # Before every callback that saves, so nothing is saved from a NaN model.
-        NonFiniteLossCallback(),
-        accuracy,
-        # After the evaluation, whose mIoU it watches; before the state that keeps its count is saved.
-        *([PatienceCallback(options.patience, state, split)] if options.patience is not None else []),
-        # After the evaluation, so an epoch's time includes it; before the state is saved.
-        *budget,
-        # After the budget, whose last plan at an epoch's end fixes the step schedule's end.
-        schedule_callback,
-        # After the callbacks that add the test metrics and the learning rate to the logs.
-        *([TensorBoardLogger(options.tensorboard_dir)] if options.tensorboard_dir else []),
-        # Last, so the logs hold the test metrics and the state says an epoch is done only
-        # once its best weights are written.
-        TrainingStateCallback(files.state, files.history_csv, state, lambda: accuracy.best_miou),
-    ]
+        per_batch.append(StepLimit(state.total_steps))
+    best_weights = BestWeights(
+        fcn, selection_data, files.weights, files.save_dir, best_miou=state.best_miou, settings=state.settings,
+        histories=(miou_history, mpla_history), split=split, tta=options.tta,
+    )
+    epoch_end = EpochEnd(
+        best_weights, schedule_callback, state, files, precise_statistics=precise_statistics,
+        patience=None if options.patience is None else Patience(options.patience, state, split), budget=budget,
+        tensorboard=TensorBoardLogger(options.tensorboard_dir) if options.tensorboard_dir else None,
+    )
+    # The progress bar first, so an epoch's line is finished before the epoch's end logs.
+    callbacks = [keras.callbacks.ProgbarLogger(), *per_batch, epoch_end]
     fit_data = train_data if model is fcn else RepeatedTargets(train_data, len(model.outputs))
     try:
         return model.fit(fit_data, epochs=state.epochs, initial_epoch=state.epochs_done,

@@ -82,6 +82,11 @@ class SlowSave(keras.callbacks.Callback):
         self.clock.now += self.seconds
 
 
+def replanning(budget):
+    """A callback that re-plans `budget` at each epoch's end, as `callbacks.EpochEnd` does after the evaluation."""
+    return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: budget.replan())
+
+
 def fit_with_budget(deadline, clock, steps_per_epoch=10, max_epochs=100, after=()):
     schedule = WarmupCosine(1e-2, total_steps=10_000)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
@@ -91,7 +96,7 @@ def fit_with_budget(deadline, clock, steps_per_epoch=10, max_epochs=100, after=(
                         schedule=schedule, on_plan=planned.append, clock=clock)
     history = model.fit(np.ones((2 * steps_per_epoch, 2)), np.zeros((2 * steps_per_epoch, 1)), batch_size=2,
                         epochs=max_epochs, verbose=0,
-                        callbacks=[clock, budget, LearningRateLogger(schedule), *after])
+                        callbacks=[clock, budget, replanning(budget), LearningRateLogger(schedule), *after])
     steps = int(model.optimizer.iterations)
     # The run ends on its plan's last step, where the schedule ends: the rate after it is 0.
     assert steps == budget.plan.total_steps == planned[-1].total_steps == int(schedule.total_steps)
@@ -212,7 +217,7 @@ def run_with_budget(deadline, clock, steps_per_epoch, max_epochs=100, rates=None
     budget = TimeBudget(deadline, steps_per_epoch=steps_per_epoch, evaluation_batches=2, max_epochs=max_epochs,
                         schedule=schedule, on_plan=planned.append, clock=clock)
     model = StubModel()
-    callbacks = [clock, budget, *([RateRecorder(schedule, rates)] if rates is not None else [])]
+    callbacks = [clock, budget, replanning(budget), *([RateRecorder(schedule, rates)] if rates is not None else [])]
     for callback in callbacks:
         callback.set_model(model)
         callback.on_train_begin()

@@ -1,4 +1,4 @@
-"""Batched evaluation and the per-epoch AccuracyCallback."""
+"""Batched evaluation, the best weights kept after every epoch, and the steps of an epoch's end in their order."""
 
 import errno
 import os
@@ -11,11 +11,15 @@ from conftest import HEIGHT, WIDTH
 from data_generator import DataGenerator
 from model import build_model
 from segmentation.atomic import write_atomically
-from segmentation.callbacks import AccuracyCallback
-from segmentation.errors import SaveError
+from segmentation.budget import Plan, TimeBudget
+from segmentation.callbacks import BestWeights, EpochEnd, Patience
+from segmentation.checkpoints import TrainingState, read_training_state
+from segmentation.errors import NonFiniteLossError, SaveError
 from segmentation.evaluation import CollapseMonitor, collapse_hint, evaluate_dataset
 from segmentation.ground_truth.book_labels import load_labels
 from segmentation.metrics import SegmentationScores
+from segmentation.paths import RunFiles
+from segmentation.schedules import get_lr_schedule
 
 
 def tiny_setup(data_path):
@@ -65,24 +69,106 @@ def test_evaluation_of_a_perfect_model_scores_one(book_dataset):
     assert scores.mean_iou == 1.0 and scores.mean_pixel_accuracy == 1.0
 
 
-def test_accuracy_callback_logs_saves_best_and_writes_histories(book_dataset, tmp_path):
+def test_best_weights_log_save_the_best_and_write_histories(book_dataset, tmp_path):
     data_path, _ = book_dataset
     _, generator, fcn = tiny_setup(data_path)
     weights_path = str(tmp_path / "best.weights.h5")
-    callback = AccuracyCallback(generator, weights_path, str(tmp_path))
-    callback.set_model(fcn)
+    best_weights = BestWeights(fcn, generator, weights_path, str(tmp_path))
     logs = {}
-    callback.on_epoch_end(0, logs)
+    assert best_weights.evaluate(0, logs) == logs["test_miou"]
     assert set(logs) == {"test_miou", "test_pixel_accuracy", "test_dataset_miou"}
     assert os.path.exists(weights_path)
-    assert callback.best_miou == logs["test_miou"]
+    assert best_weights.best_miou == logs["test_miou"]
     saved_at = os.path.getmtime(weights_path)
     # Not better (the same weights score the same): the file is left alone.
-    callback.on_epoch_end(1, {})
+    best_weights.evaluate(1, {})
     assert os.path.getmtime(weights_path) == saved_at
     np.testing.assert_allclose(np.load(tmp_path / "miou_history.npy"), [logs["test_miou"]] * 2)
     np.testing.assert_allclose(np.load(tmp_path / "mpla_history.npy"), [100 * logs["test_pixel_accuracy"]] * 2)
     assert not [name for name in os.listdir(tmp_path) if "partial" in name]
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def epoch_end_setup(data_path, save_dir, state, **parts):
+    """A compiled tiny network and an `EpochEnd` saving into a new folder `save_dir` (the text schedule's callback)."""
+    save_dir.mkdir()
+    _, generator, fcn = tiny_setup(data_path)
+    fcn.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="categorical_crossentropy")
+    files = RunFiles.of(str(save_dir), 11, 1, "drinks")
+    best_weights = BestWeights(fcn, generator, files.weights, files.save_dir)
+    schedule = keras.callbacks.LearningRateScheduler(get_lr_schedule("text"))
+    epoch_end = EpochEnd(best_weights, schedule, state, files, **parts)
+    epoch_end.set_model(fcn)
+    return fcn, files, epoch_end
+
+
+def new_state():
+    return TrainingState(epochs_done=0, epochs=3, history={}, best_miou=0.0, seed=0, shuffle_seed=0, settings={})
+
+
+def test_the_state_saved_at_an_epoch_end_holds_its_scores_the_budgets_plan_the_rate_and_the_count(
+        book_dataset, tmp_path):
+    data_path, _ = book_dataset
+    state = new_state()
+    clock = FakeClock()
+
+    def record_plan(plan: Plan) -> None:
+        state.epochs, state.total_steps = plan.epochs, plan.total_steps
+
+    # Steps of 1 s and 5 s left after the first epoch and the report: 4 steps more, 2 epochs in all.
+    budget = TimeBudget(14.0, steps_per_epoch=4, evaluation_batches=2, max_epochs=3, on_plan=record_plan,
+                        clock=clock)
+    fcn, files, epoch_end = epoch_end_setup(data_path, tmp_path / "weights", state, budget=budget,
+                                            patience=Patience(1, state))
+    budget.set_model(fcn)
+    budget.on_train_begin()
+    epoch_end.on_epoch_begin(0)
+    for batch in range(4):
+        clock.now += 1.0
+        budget.on_train_batch_end(batch)
+    logs = {}
+    epoch_end.on_epoch_end(0, logs)
+    saved = read_training_state(files.state)
+    # The budget's plan, made at this epoch's end with its evaluation timed.
+    assert (saved.epochs_done, saved.epochs, saved.total_steps) == (1, budget.plan.epochs, budget.plan.total_steps)
+    assert budget.plan == Plan(total_steps=8, steps_per_epoch=4)
+    # The evaluation's scores, then the rate, in the logs and the state's history.
+    assert list(saved.history) == ["test_miou", "test_pixel_accuracy", "test_dataset_miou", "learning_rate"]
+    assert saved.history["test_miou"] == [logs["test_miou"]] and saved.best_miou == max(0.0, logs["test_miou"])
+    assert saved.history["learning_rate"] == [pytest.approx(1e-3)]
+    assert saved.epochs_without_improvement == 0 and not fcn.stop_training
+    with open(files.history_csv, encoding="utf-8") as file:
+        assert len(file.read().splitlines()) == 2
+    # The same weights score the same: with --patience 1 the second epoch asks to stop, and its state keeps the count.
+    epoch_end.on_epoch_end(1, {})
+    saved = read_training_state(files.state)
+    assert fcn.stop_training and (saved.epochs_done, saved.epochs_without_improvement) == (2, 1)
+    assert saved.history["test_miou"] == [logs["test_miou"]] * 2
+
+
+def test_an_epoch_that_broke_the_weights_saves_nothing(book_dataset, tmp_path):
+    data_path, _ = book_dataset
+    save_dir = tmp_path / "weights"
+    state = new_state()
+    fcn, files, epoch_end = epoch_end_setup(data_path, save_dir, state, patience=Patience(1, state))
+    weights = fcn.get_weights()
+    weights[0] = np.full_like(weights[0], np.nan)
+    fcn.set_weights(weights)
+    logs = {}
+    with pytest.raises(NonFiniteLossError, match="weights became NaN or infinite in epoch 3"):
+        epoch_end.on_epoch_end(2, logs)
+    # No best weights, histories, history.csv or state; nothing counted or logged.
+    assert os.listdir(save_dir) == []
+    assert logs == {} and state.epochs_done == 0 and state.history == {}
 
 
 def test_atomic_save_replaces_the_file(tmp_path):

@@ -13,12 +13,11 @@ import os
 import struct
 import time
 import tracemalloc
-import types
 
 import numpy as np
 import pytest
 
-from segmentation.callbacks import PatienceCallback
+from segmentation.callbacks import Patience
 from segmentation.checkpoints import TrainingState, read_training_state
 from segmentation.config import RunConfig, TrainingSettings
 from segmentation.errors import DatasetError, UsageError
@@ -243,13 +242,10 @@ def test_epochs_run_without_patience_count_for_a_resume_with_it(tmp_path):
 def test_the_patience_callback_counts_from_the_history_not_a_stale_count():
     state = TrainingState(epochs_done=5, epochs=10, history={"test_miou": [0.5, 0.4, 0.3, 0.6, 0.7]}, best_miou=0.7,
                           seed=0, shuffle_seed=0, settings={}, epochs_without_improvement=2)
-    callback = PatienceCallback(2, state)
-    callback.set_model(types.SimpleNamespace(stop_training=False))
-    callback.on_epoch_end(5, {"test_miou": 0.65})
-    assert not callback.model.stop_training and state.epochs_without_improvement == 1
+    patience = Patience(2, state)
+    assert not patience.count(5, 0.65) and state.epochs_without_improvement == 1
     state.history["test_miou"].append(0.65)
-    callback.on_epoch_end(6, {"test_miou": 0.7})  # a tie is no improvement
-    assert callback.model.stop_training and state.epochs_without_improvement == 2
+    assert patience.count(6, 0.7) and state.epochs_without_improvement == 2  # a tie is no improvement
 
 
 # === --val-split resumed with another --seed ===

@@ -3,14 +3,13 @@
 import dataclasses
 import json
 import os
-import types
 
 import numpy as np
 import pytest
 from conftest import HEIGHT, WIDTH
 
 from segmentation import callbacks
-from segmentation.callbacks import PatienceCallback
+from segmentation.callbacks import Patience
 from segmentation.checkpoints import TrainingState, read_training_state
 from segmentation.config import RunConfig, TrainingSettings
 from segmentation.errors import UsageError
@@ -26,13 +25,12 @@ def new_state(history=None, waited=0):
                          best_miou=0.0, seed=0, shuffle_seed=0, settings={}, epochs_without_improvement=waited)
 
 
-def run_epochs(callback, first_epoch, mious):
-    """Feeds the callback one epoch's logs per mIoU; returns the epochs (1-based) it stopped after, if any."""
-    callback.set_model(types.SimpleNamespace(stop_training=False))
+def run_epochs(patience, first_epoch, mious):
+    """Counts one epoch per mIoU; returns the epochs (1-based) it stopped after, if any."""
     for epoch, miou in enumerate(mious, start=first_epoch):
-        callback.on_epoch_end(epoch, {"test_miou": miou})
-        callback.state.history.setdefault("test_miou", []).append(miou)  # as TrainingStateCallback does
-        if callback.model.stop_training:
+        stop = patience.count(epoch, miou)
+        patience.state.history.setdefault("test_miou", []).append(miou)  # as save_epoch_state does
+        if stop:
             return epoch + 1
     return None
 
@@ -41,7 +39,7 @@ def test_it_stops_after_patience_epochs_without_a_better_miou(caplog):
     state = new_state()
     caplog.set_level("INFO")
     # A tie is no improvement; a better epoch resets the count.
-    assert run_epochs(PatienceCallback(2, state), 0, [0.3, 0.3, 0.4, 0.35, 0.39, 0.5]) == 5
+    assert run_epochs(Patience(2, state), 0, [0.3, 0.3, 0.4, 0.35, 0.39, 0.5]) == 5
     assert state.epochs_without_improvement == 2
     assert "Stopping early after epoch 5: the test mIoU has not improved on 0.4000 for 2 epoch(s) (--patience 2)" \
         in caplog.text
@@ -50,12 +48,13 @@ def test_it_stops_after_patience_epochs_without_a_better_miou(caplog):
 def test_a_resumed_run_goes_on_counting_from_its_state():
     # Saved after epoch 3 of 0.5, 0.4, 0.45: one epoch without improvement on 0.5.
     state = new_state({"test_miou": [0.5, 0.4, 0.45]}, waited=1)
-    assert run_epochs(PatienceCallback(2, state), 3, [0.49, 0.6]) == 4
+    assert run_epochs(Patience(2, state), 3, [0.49, 0.6]) == 4
     state = new_state({"val_miou": [0.5, 0.4, 0.45]}, waited=1)
-    callback = PatienceCallback(3, state, split="val")
-    callback.set_model(types.SimpleNamespace(stop_training=False))
-    callback.on_epoch_end(3, {"val_miou": 0.55})
-    assert state.epochs_without_improvement == 0 and not callback.model.stop_training
+    assert not Patience(3, state, split="val").count(3, 0.55)
+    assert state.epochs_without_improvement == 0
+    # The validation history is counted: a fourth epoch short of 0.5 is the third without improvement.
+    state = new_state({"val_miou": [0.5, 0.4, 0.45]}, waited=1)
+    assert Patience(3, state, split="val").count(3, 0.49) and state.epochs_without_improvement == 3
 
 
 def test_a_run_that_stopped_early_resumes_only_with_more_patience(tmp_path):
