@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny data sets in the book's format, the command line run in-process, --run-slow and
---force-cpu-bf16."""
+"""Shared fixtures and constants: the tiny network's flags, tiny data sets in the book's format, one trained tiny
+run per test process, the command line run in-process or as a script, --run-slow and --force-cpu-bf16."""
 
+import dataclasses
 import os
+import pathlib
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,6 +24,16 @@ if _user_log_level is None:
 
 HEIGHT, WIDTH = 64, 64
 N_CLASSES = 4
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
+# The tiny network of the end-to-end tests: ResNet11v2 (n = 1) under a one-level pyramid, batches of two.
+TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
+# What a tiny run on the book's data set writes in its save folder.
+WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
+RECORD = "ResNet11v2-1layer-drinks-best-iou.json"
+STATE = "ResNet11v2-1layer-drinks-last.state.npz"
+# The epochs of the shared tiny run (`trained_run`).
+TRAINED_EPOCHS = 2
 
 
 def pytest_addoption(parser):
@@ -121,3 +136,85 @@ def book_dataset(tmp_path):
     data_path = tmp_path / "drinks"
     splits = write_book_dataset(str(data_path))
     return str(data_path), splits
+
+
+def run_script(argv, cwd, script=SCRIPT, env=None, timeout=300):
+    """Runs `script ARGV` (`fcn-12.3.1.py` unless told) in a fresh interpreter, as a reader does.
+
+    Args:
+        argv: list of str. The script's arguments.
+        cwd: path. Its working directory.
+        script: str. The script's path.
+        env: dict or None. Its environment; by default this one with TensorFlow's C++ log lines off.
+        timeout: float. Seconds before it is killed.
+
+    Returns:
+        subprocess.CompletedProcess, with stdout and stderr as text.
+    """
+    if env is None:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, script, *argv], cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def error_lines(stderr):
+    """stderr without TensorFlow's own C++ start-up lines, nor blank ones."""
+    noise = ("WARNING: All log messages", "I0000", "W0000", "E0000")
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(noise)]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """A copy of the shared tiny run, the test's own: `folder` holds `drinks/` (its data set, 4 training and 3 test
+    images), `weights/` (its save folder) and `logs/` (its --tensorboard logs).
+
+    Attributes:
+        folder: pathlib.Path. The copy.
+        data_path: str. Its data set.
+        save_dir: pathlib.Path. Its save folder, after `epochs` epochs.
+        flags: list of str. The run's network, data set and save folder: with `--evaluate` or
+            `--restore-weights`, they use its weights; `resume(epochs)` trains it on.
+        epochs: int. The epochs it has trained.
+    """
+
+    folder: pathlib.Path
+    data_path: str
+    save_dir: pathlib.Path
+    flags: list
+    epochs: int
+
+    def resume(self, epochs):
+        """The argv that resumes the run up to `epochs` epochs."""
+        return ["--train", "--epochs", str(epochs), "--resume", "--seed", "0", "--workers", "1", *self.flags]
+
+
+
+def trained_run_in(folder):
+    """The `TrainedRun` whose files are under `folder`."""
+    folder = pathlib.Path(folder)
+    data_path = str(folder / "drinks")
+    save_dir = folder / "weights"
+    # float32 whatever the CPU, so evaluation (always float32) scores the weights as the training did.
+    flags = [*TINY, "--precision", "float32", "--data-path", data_path, "--save-dir", str(save_dir)]
+    return TrainedRun(folder, data_path, save_dir, flags, TRAINED_EPOCHS)
+
+
+@pytest.fixture(scope="session")
+def shared_tiny_run(tmp_path_factory):
+    """The folder of one tiny seeded training run, trained once per test process; tests copy it (`trained_run`)."""
+    run = trained_run_in(tmp_path_factory.mktemp("tiny-run"))
+    write_book_dataset(run.data_path, num_train=4, num_test=3)
+    argv = ["--train", "--epochs", str(run.epochs), "--seed", "0", "--workers", "1", *run.flags,
+            "--tensorboard", str(run.folder / "logs")]
+    # cli.main puts back the dtype policy, the seeds and the logging it changes.
+    status = cli.main(argv)
+    assert status == 0, "the shared tiny training run failed"
+    return run.folder
+
+
+@pytest.fixture
+def trained_run(shared_tiny_run, tmp_path):
+    """A fresh copy of the shared tiny run in the test's tmp_path (a `TrainedRun`): the test may change its files."""
+    folder = tmp_path / "trained"
+    shutil.copytree(shared_tiny_run, folder)
+    return trained_run_in(folder)

@@ -2,49 +2,24 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH
+from conftest import RECORD, STATE, TINY, WEIGHTS, run_script, write_book_dataset
 
 from segmentation.checkpoints import read_training_state
 from segmentation.precision import default_precision
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
-WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
 
-
-def run_script(args, cwd):
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True, env=environment, timeout=300
-    )
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One real 2-epoch training run in a subprocess, shared by the tests below."""
-    from conftest import write_book_dataset
-
-    workdir = tmp_path_factory.mktemp("run")
-    data_path = str(workdir / "drinks")
-    write_book_dataset(data_path)
-    common = [*TINY, "--data-path", data_path, "--save-dir", str(workdir / "weights")]
-    # XLA on, as the demo runs it: the compiled path must work end to end.
-    result = run_script(
-        ["--train", "--epochs", "2", "--seed", "1", "--workers", "2", "--jit-compile", "on", *common], workdir
-    )
-    return workdir, common, result
-
-
-def test_training_writes_weights_histories_and_csv(trained):
-    workdir, _, result = trained
+def test_training_writes_weights_histories_and_csv(tmp_path):
+    data_path = str(tmp_path / "drinks")
+    write_book_dataset(data_path, num_train=4, num_test=2)
+    save_dir = tmp_path / "weights"
+    # A real 2-epoch run in a fresh interpreter, with XLA on, as the demo runs it: the compiled path must work
+    # end to end.
+    result = run_script(["--train", "--epochs", "2", "--seed", "1", "--workers", "2", "--jit-compile", "on", *TINY,
+                         "--data-path", data_path, "--save-dir", str(save_dir)], tmp_path)
     assert result.returncode == 0, result.stderr
-    save_dir = workdir / "weights"
     assert (save_dir / WEIGHTS).is_file()
     assert len(np.load(save_dir / "miou_history.npy")) == 2
     assert len(np.load(save_dir / "mpla_history.npy")) == 2
@@ -53,38 +28,37 @@ def test_training_writes_weights_histories_and_csv(trained):
     assert len(rows) == 2
     assert "Epoch 2/2" in result.stdout and "Epoch 1: mIoU improved 0.0000 ->" in result.stdout
     # Nothing lands in the working directory but what the user asked for.
-    assert sorted(os.listdir(workdir)) == ["drinks", "weights"]
+    assert sorted(os.listdir(tmp_path)) == ["drinks", "weights"]
 
 
-def test_evaluation_with_the_books_h5_name(trained):
-    workdir, common, _ = trained
+def test_evaluation_with_the_books_h5_name(trained_run, run_cli):
     book_name = WEIGHTS.replace(".weights.h5", ".h5")
-    result = run_script(["--evaluate", f"--restore-weights={book_name}", *common], workdir)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    status, out, err = run_cli(["--evaluate", f"--restore-weights={book_name}", *trained_run.flags])
+    assert status == 0, err
+    lines = out.splitlines()
     assert "Keras 3 saves weights with the .weights.h5 suffix" in lines[0]
     per_image = [line for line in lines if line.startswith("test0")]
-    assert len(per_image) == 4 and all("mIoU=" in line and "pixel accuracy=" in line for line in per_image)
-    totals = next(line for line in lines if line.startswith("Test images: 4"))
+    assert len(per_image) == 3 and all("mIoU=" in line and "pixel accuracy=" in line for line in per_image)
+    totals = next(line for line in lines if line.startswith("Test images: 3"))
     miou = float(totals.split("mIoU (book, mean of per-image mIoU): ")[1].split()[0])
     # The reported total is the best mIoU the training history recorded.
-    assert miou == pytest.approx(np.load(workdir / "weights" / "miou_history.npy").max(), abs=1e-4)
+    assert miou == pytest.approx(np.load(trained_run.save_dir / "miou_history.npy").max(), abs=1e-4)
     assert any(line.startswith("soda can") for line in lines)
     assert any(line.startswith("Data-set-level mIoU") for line in lines)
 
 
-def test_image_file_and_plot_write_the_books_figures(trained):
-    workdir, common, _ = trained
-    image = str(workdir / "drinks" / "test001.png")
-    result = run_script(["-e", "--restore-weights", WEIGHTS, "--image-file", image, *common], workdir)
-    assert result.returncode == 0, result.stderr
-    assert {"test001-input.png", "test001-mask.png"} <= set(os.listdir(workdir / "prediction"))
-    result = run_script(["-e", "--restore-weights", WEIGHTS, "--plot", *common], workdir)
-    assert result.returncode == 0, result.stderr
-    for index in range(4):
-        assert (workdir / "prediction" / f"test{index:03d}-triptych.png").is_file()
-
-
+def test_image_file_and_plot_write_the_books_figures(trained_run, run_cli, monkeypatch):
+    # The figures go to prediction/ in the working directory, as the book's did.
+    monkeypatch.chdir(trained_run.folder)
+    image = os.path.join(trained_run.data_path, "test001.png")
+    status, _, err = run_cli(["-e", "--restore-weights", WEIGHTS, "--image-file", image, *trained_run.flags])
+    assert status == 0, err
+    prediction = trained_run.folder / "prediction"
+    assert {"test001-input.png", "test001-mask.png"} <= set(os.listdir(prediction))
+    status, _, err = run_cli(["-e", "--restore-weights", WEIGHTS, "--plot", *trained_run.flags])
+    assert status == 0, err
+    for index in range(3):
+        assert (prediction / f"test{index:03d}-triptych.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -118,18 +92,16 @@ def test_bad_input_ends_with_one_line_and_status_2(book_dataset, tmp_path, run_c
     assert not (tmp_path / "w").exists() or os.listdir(tmp_path / "w") == []
 
 
-def test_weights_for_another_network_are_refused(trained, run_cli):
-    workdir, common, _ = trained
-    status, _, err = run_cli(["--evaluate", "--restore-weights", WEIGHTS, *common, "--layers", "2"])
+def test_weights_for_another_network_are_refused(trained_run, run_cli):
+    status, _, err = run_cli(["--evaluate", "--restore-weights", WEIGHTS, *trained_run.flags, "--layers", "2"])
     assert status == 2
     assert err.count("\n") == 1 and "these weights do not fit the model" in err
 
 
-def test_truncated_weights_are_refused(trained, tmp_path, run_cli):
-    workdir, common, _ = trained
+def test_truncated_weights_are_refused(trained_run, tmp_path, run_cli):
     truncated = tmp_path / "truncated.weights.h5"
-    truncated.write_bytes((workdir / "weights" / WEIGHTS).read_bytes()[:2000])
-    status, _, err = run_cli(["--evaluate", "--restore-weights", str(truncated), *common])
+    truncated.write_bytes((trained_run.save_dir / WEIGHTS).read_bytes()[:2000])
+    status, _, err = run_cli(["--evaluate", "--restore-weights", str(truncated), *trained_run.flags])
     assert status == 2 and "truncated.weights.h5" in err and err.count("\n") == 1
 
 
@@ -161,7 +133,7 @@ def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_datase
     assert status == 0, err
     assert "Class weights (median-frequency balancing): background" in out
     assert "Recomputing the backbone's stages one at a time in the backward pass (--remat all)" in out
-    record = json.loads((tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")).read_text())
+    record = json.loads((tmp_path / "weights" / RECORD).read_text())
     expected = {"augment": "full", "class_weights": "auto", "loss": "ce+dice", "precision": "float32",
                 "bn_momentum": 0.9, "passes": 2}
     assert record["settings"] | expected == record["settings"]
@@ -173,18 +145,19 @@ def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_datase
     assert len(lines) == 1 and "augment 'full' (now 'none')" in lines[0] and "loss 'ce+dice' (now 'ce')" in lines[0]
 
 
-def test_precision_auto_records_this_machines_policy_and_resumes_with_the_saved_one(book_dataset, tmp_path,
-                                                                                   run_cli):
-    data_path, _ = book_dataset
-    common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"), "--seed", "0"]
-    record_path = tmp_path / "weights" / WEIGHTS.replace(".weights.h5", ".json")
-    status, _, err = run_cli(["--train", "--epochs", "1", *common])
+def test_precision_auto_records_this_machines_policy_and_resumes_with_the_saved_one(tmp_path, run_cli,
+                                                                                   trained_run):
+    data_path = str(tmp_path / "drinks")
+    write_book_dataset(data_path, num_train=4, num_test=2)
+    save_dir = tmp_path / "weights"
+    status, _, err = run_cli(["--train", "--epochs", "1", "--seed", "0", *TINY, "--data-path", data_path,
+                              "--save-dir", str(save_dir)])
     assert status == 0, err
-    assert json.loads(record_path.read_text())["settings"]["precision"] == default_precision()
+    assert json.loads((save_dir / RECORD).read_text())["settings"]["precision"] == default_precision()
     # A run saved in float32 (as every run before "auto" was) resumes in float32 under "auto".
-    status, _, err = run_cli(["--train", "--epochs", "1", "--precision", "float32", "--overwrite", *common])
+    assert read_training_state(str(trained_run.save_dir / STATE)).settings["precision"] == "float32"
+    status, _, err = run_cli(["--train", "--epochs", str(trained_run.epochs + 1), "--seed", "0", "--resume", *TINY,
+                              "--data-path", trained_run.data_path, "--save-dir", str(trained_run.save_dir)])
     assert status == 0, err
-    status, _, err = run_cli(["--train", "--epochs", "2", "--resume", *common])
-    assert status == 0, err
-    state = read_training_state(str(tmp_path / "weights" / WEIGHTS.replace("best-iou.weights.h5", "last.state.npz")))
-    assert state.epochs_done == 2 and state.settings["precision"] == "float32"
+    state = read_training_state(str(trained_run.save_dir / STATE))
+    assert state.epochs_done == trained_run.epochs + 1 and state.settings["precision"] == "float32"
