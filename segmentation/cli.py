@@ -37,8 +37,8 @@ from segmentation.checkpoints import (
     restore_for_fine_tuning,
     restore_weights,
 )
-from segmentation.classes import class_names
 from segmentation.checks import check_config
+from segmentation.classes import class_names
 from segmentation.config import RunConfig, TrainingSettings, recorded_setting
 from segmentation.distribution import is_chief, make_strategy, read_tf_config, worker_folder
 from segmentation.errors import (
@@ -69,7 +69,7 @@ from segmentation.precision import auto_precision
 from segmentation.process_state import kept_process_state
 from segmentation.remat import AUTO as REMAT_AUTO
 from segmentation.remat import recompute_in_backward, remat_level
-from segmentation.training import FitOptions, plan_training, report_training, score_existing_best, train
+from segmentation.training import plan_training, report_training, score_existing_best, train
 
 logger = logging.getLogger("fcn")
 
@@ -251,14 +251,9 @@ def train_and_report(config: RunConfig, fcn: keras.Model, data: Data, state: Tra
         logger.info("Selecting the best weights on %d validation image(s) (%s); the test set is scored once, at "
                     "the end.", len(data.validation.masks), data.validation.path)
     selection_data = test_data if data.validation is None else evaluation_data(data.validation, config)
-    options = FitOptions(
-        loss=build_loss(config.loss, class_weights, data.n_classes, ignore_pixels),
-        learning_rate=config.learning_rate, lr_schedule=config.lr_schedule, jit_compile=config.jit_compile,
-        resume=config.resume, verbose=config.verbose, split=data.selection_split,
-        tensorboard_dir=config.tensorboard, deadline=deadline, ema=config.ema, aux_loss=config.aux_loss,
-        patience=config.patience, tta=config.tta, precise_bn=config.precise_bn,
-    )
-    train(fcn, train_data, selection_data, state, files, options)
+    loss = build_loss(config.loss, class_weights, data.n_classes, ignore_pixels)
+    train(fcn, train_data, selection_data, state, files, config, loss=loss, split=data.selection_split,
+          deadline=deadline)
     report_training(fcn, files, state.history, test_data, config.tta)
 
 

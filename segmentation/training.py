@@ -10,7 +10,6 @@ flip-averaged evaluation (`--tta`) and BatchNormalization statistics recomputed
 over the training images before each evaluation (`--precise-bn`).
 """
 
-import dataclasses
 import logging
 import math
 import os
@@ -41,7 +40,7 @@ from segmentation.checkpoints import (
     restore_weights,
     selection_miou,
 )
-from segmentation.config import JIT_CHOICES, TrainingSettings, recorded_setting
+from segmentation.config import JIT_CHOICES, RunConfig, TrainingSettings, recorded_setting
 from segmentation.distribution import prepare_for_fit
 from segmentation.errors import Terminated, TrainingInterrupted, UsageError
 from segmentation.evaluation import evaluate_dataset
@@ -51,49 +50,6 @@ from segmentation.report import write_training_report
 from segmentation.schedules import STEP_SCHEDULES, LearningRateLogger, WarmupCosine, get_lr_schedule
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class FitOptions:
-    """How `train` fits, read once from the run's configuration.
-
-    Attributes:
-        loss: keras loss. The book's categorical cross-entropy, or `--loss`/`--class-weights`'s.
-        learning_rate: float. `--learning-rate`.
-        lr_schedule: str. `--lr-schedule`.
-        jit_compile: str. `--jit-compile`, a key of `JIT_CHOICES`.
-        resume: bool. `--resume`: load the state's weights and optimizer first.
-        verbose: int. `--verbose`; 0 hides the progress bar.
-        split: str. `"test"` (the book's) or `"val"`: what the selection data holds, naming the
-            logs. Defaults to `"test"`.
-        tensorboard_dir: str or None. `--tensorboard`: also log every epoch there. Defaults to None.
-        deadline: float or None. `--time-budget` as a `time.monotonic()` value: train the epochs
-            that fit before it, and record them in the state's `epochs`. Defaults to None.
-        ema: float or None. `--ema`: the momentum of the weights' moving average, which is
-            evaluated and saved. Defaults to None (no average).
-        aux_loss: float or None. `--aux-loss`: the weight of the auxiliary head's loss
-            (`model.build_training_model`). Defaults to None (no auxiliary head).
-        patience: int or None. `--patience`: stop after this many epochs without a better
-            selection mIoU. Defaults to None (every epoch).
-        tta: bool. `--tta`: evaluate each epoch with flip-averaged predictions. Defaults to False.
-        precise_bn: bool. `--precise-bn`: before each evaluation, recompute the BatchNormalization
-            statistics over the training images (`precise_bn`). Defaults to False.
-    """
-
-    loss: keras.losses.Loss | str
-    learning_rate: float
-    lr_schedule: str
-    jit_compile: str
-    resume: bool
-    verbose: int
-    split: str = "test"
-    tensorboard_dir: str | None = None
-    deadline: float | None = None
-    ema: float | None = None
-    aux_loss: float | None = None
-    patience: int | None = None
-    tta: bool = False
-    precise_bn: bool = False
 
 
 class RepeatedTargets(keras.utils.PyDataset):
@@ -242,9 +198,9 @@ def score_existing_best(fcn: keras.Model, weights_path: str, test_data: DataGene
     return miou
 
 
-def compile_for_training(model: keras.Model, options: FitOptions, total_steps: int,
+def compile_for_training(model: keras.Model, config: RunConfig, loss: keras.losses.Loss | str, total_steps: int,
                          schedule_config: dict | None = None) -> tuple[WarmupCosine | None, keras.callbacks.Callback]:
-    """Compiles Adam with the `--lr-schedule`; returns the per-step schedule (or None) and its callback.
+    """Compiles Adam with `loss` and the `--lr-schedule`; returns the per-step schedule (or None) and its callback.
 
     An epoch schedule (`text`, `code`) is applied by `LearningRateScheduler` at each epoch's start; a
     step schedule (`cosine`) is Adam's own learning rate, sized to `total_steps` (or as `schedule_config`,
@@ -252,23 +208,23 @@ def compile_for_training(model: keras.Model, options: FitOptions, total_steps: i
     With `--ema` Adam keeps the weights' moving average; a model with an auxiliary output has that
     output's loss weighted `--aux-loss`.
     """
-    learning_rate = options.learning_rate
+    learning_rate = config.learning_rate
     step_schedule = None
-    if options.lr_schedule in STEP_SCHEDULES:
+    if config.lr_schedule in STEP_SCHEDULES:
         step_schedule = (WarmupCosine.from_config(schedule_config) if schedule_config
                          else WarmupCosine(learning_rate, total_steps=total_steps))
         schedule_callback = LearningRateLogger(step_schedule)
     else:
         schedule_callback = keras.callbacks.LearningRateScheduler(
-            get_lr_schedule(options.lr_schedule, learning_rate)
+            get_lr_schedule(config.lr_schedule, learning_rate)
         )
-    averaging = {} if options.ema is None else {"use_ema": True, "ema_momentum": options.ema}
-    losses = {"loss": options.loss}
+    averaging = {} if config.ema is None else {"use_ema": True, "ema_momentum": config.ema}
+    losses = {"loss": loss}
     if len(model.outputs) > 1:
-        losses = {"loss": [options.loss, options.loss], "loss_weights": [1.0, options.aux_loss]}
+        losses = {"loss": [loss, loss], "loss_weights": [1.0, config.aux_loss]}
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=step_schedule or learning_rate, **averaging),
-        jit_compile=JIT_CHOICES[options.jit_compile],
+        jit_compile=JIT_CHOICES[config.jit_compile],
         **losses,
     )
     prepare_for_fit(model)
@@ -281,14 +237,18 @@ def train(
     selection_data: DataGenerator,
     state: TrainingState,
     files: RunFiles,
-    options: FitOptions,
+    config: RunConfig,
+    *,
+    loss: keras.losses.Loss | str,
+    split: str = "test",
+    deadline: float | None = None,
 ) -> keras.callbacks.History:
     """Trains with Adam, evaluating every epoch (Listing 12.3.3).
 
-    After every epoch the full state goes to `files.state`; with `options.resume`
+    After every epoch the full state goes to `files.state`; with `--resume`
     the run continues from it: weights, optimizer, epoch count, histories and the
     shuffling order (`train_data` is replayed to the saved epoch here). With
-    `options.aux_loss` the model fitted is `fcn` with an auxiliary head
+    `--aux-loss` the model fitted is `fcn` with an auxiliary head
     (`model.build_training_model`), whose weights and optimizer the state holds;
     the best weights are always `fcn`'s alone.
 
@@ -296,30 +256,35 @@ def train(
         fcn: keras.Model. The network.
         train_data: DataGenerator. The training batches, shuffled with `state.shuffle_seed`.
         selection_data: DataGenerator. Scored after every epoch to select the best weights: the
-            test set (the book's) or validation images, as `options.split` says.
+            test set (the book's) or validation images, as `split` says.
         state: TrainingState. Where the run starts (`plan_training`).
         files: RunFiles. Where the best weights, the state and the histories go.
-        options: FitOptions. The loss, the learning rate and its schedule, XLA, resuming, the
-            progress bar, TensorBoard and the `--time-budget` deadline.
+        config: RunConfig. The run's options: the learning rate and its schedule, XLA, `--resume`,
+            the progress bar, TensorBoard and the training options (`--ema`, `--aux-loss`,
+            `--patience`, `--tta`, `--precise-bn`).
+        loss: keras loss. The book's categorical cross-entropy, or `--loss`/`--class-weights`'s.
+        split: str. `"test"` (the book's) or `"val"`: what the selection data holds, naming the
+            logs. Defaults to `"test"`.
+        deadline: float or None. `--time-budget` as a `time.monotonic()` value: train the epochs
+            that fit before it, and record them in the state's `epochs`. Defaults to None.
 
     Raises:
-        UsageError: for `options.precise_bn` within a distribution strategy (`--distribute`).
+        UsageError: for `--precise-bn` within a distribution strategy (`--distribute`).
         TrainingInterrupted: on Ctrl-C (the state of the last completed epoch is kept).
         NonFiniteLossError: when the loss or weights become NaN or infinite.
     """
-    if options.precise_bn:
+    if config.precise_bn:
         check_one_device()
     # Replay the completed epochs' reshuffles, so a resumed run sees the order it would have seen.
     for _ in range(state.epochs_done):
         train_data.on_epoch_end()
     total_steps = state.total_steps or state.epochs * len(train_data)
-    model = fcn if options.aux_loss is None else build_training_model(fcn)
-    step_schedule, schedule_callback = compile_for_training(model, options, total_steps,
-                                                            state.schedule if options.resume else None)
-    split = options.split
+    model = fcn if config.aux_loss is None else build_training_model(fcn)
+    step_schedule, schedule_callback = compile_for_training(model, config, loss, total_steps,
+                                                            state.schedule if config.resume else None)
     miou_history = state.history.get(f"{split}_miou", [])
     mpla_history = [100.0 * value for value in state.history.get(f"{split}_pixel_accuracy", [])]
-    if options.resume:
+    if config.resume:
         restore_training_state(model, files.state)
         # A kill between an epoch's history files and its state can leave an epoch too many there.
         write_history_csv(files.history_csv, state.history, state.epochs_done)
@@ -334,7 +299,7 @@ def train(
     logger.info("Best weights: %s  Last state (for --resume): %s", files.weights, files.state)
     precise_statistics = None
     evaluation_batches = len(selection_data)
-    if options.precise_bn:
+    if config.precise_bn:
         precise_statistics = PreciseStatistics(fcn, train_data)
         num_statistics_batches = count_statistics_batches(train_data)
         # A forward pass per batch: the budget counts them in the epoch's evaluation.
@@ -349,8 +314,8 @@ def train(
 
     budget = None
     per_batch = [NonFiniteLossCallback()]
-    if options.deadline is not None:
-        budget = TimeBudget(options.deadline, len(train_data), evaluation_batches, state.epochs, step_schedule,
+    if deadline is not None:
+        budget = TimeBudget(deadline, len(train_data), evaluation_batches, state.epochs, step_schedule,
                             on_plan=record_plan)
         per_batch.append(budget)
     elif state.total_steps is not None:
@@ -358,19 +323,19 @@ def train(
         per_batch.append(StepLimit(state.total_steps))
     best_weights = BestWeights(
         fcn, selection_data, files.weights, files.save_dir, best_miou=state.best_miou, settings=state.settings,
-        histories=(miou_history, mpla_history), split=split, tta=options.tta,
+        histories=(miou_history, mpla_history), split=split, tta=config.tta,
     )
     epoch_end = EpochEnd(
         best_weights, schedule_callback, state, files, precise_statistics=precise_statistics,
-        patience=None if options.patience is None else Patience(options.patience, state, split), budget=budget,
-        tensorboard=TensorBoardLogger(options.tensorboard_dir) if options.tensorboard_dir else None,
+        patience=None if config.patience is None else Patience(config.patience, state, split), budget=budget,
+        tensorboard=TensorBoardLogger(config.tensorboard) if config.tensorboard else None,
     )
     # The progress bar first, so an epoch's line is finished before the epoch's end logs.
     callbacks = [keras.callbacks.ProgbarLogger(), *per_batch, epoch_end]
     fit_data = train_data if model is fcn else RepeatedTargets(train_data, len(model.outputs))
     try:
         return model.fit(fit_data, epochs=state.epochs, initial_epoch=state.epochs_done,
-                         callbacks=callbacks, verbose=1 if options.verbose else 0)
+                         callbacks=callbacks, verbose=1 if config.verbose else 0)
     except KeyboardInterrupt as interrupt:
         raise TrainingInterrupted(state.epochs_done, files.state, isinstance(interrupt, Terminated)) from None
     except Exception:

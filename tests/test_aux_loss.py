@@ -10,7 +10,8 @@ from conftest import HEIGHT, N_CLASSES, WIDTH
 
 from model import AUX_OUTPUT_NAME, build_model, build_training_model
 from segmentation.checkpoints import TrainingState, restore_training_state, restore_weights, save_training_state
-from segmentation.training import FitOptions, compile_for_training
+from segmentation.config import RunConfig
+from segmentation.training import compile_for_training
 
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
         "--head-filters", "8", "--jit-compile", "off"]
@@ -64,9 +65,7 @@ def test_training_logs_the_aux_loss_and_saves_the_plain_fcn(book_dataset, tmp_pa
 
 def compiled_training_model():
     fitted = build_training_model(tiny_fcn())
-    options = FitOptions(loss="categorical_crossentropy", learning_rate=1e-3, lr_schedule="text",
-                         jit_compile="off", resume=True, verbose=0, aux_loss=0.4)
-    compile_for_training(fitted, options, total_steps=8)
+    compile_for_training(fitted, RunConfig(jit_compile="off", aux_loss=0.4), "categorical_crossentropy", total_steps=8)
     return fitted
 
 

@@ -15,7 +15,8 @@ from segmentation.checkpoints import (
     restore_weights,
     save_training_state,
 )
-from segmentation.training import FitOptions, compile_for_training
+from segmentation.config import RunConfig
+from segmentation.training import compile_for_training
 
 MOMENTUM = 0.5
 TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
@@ -93,9 +94,7 @@ def test_the_state_file_keeps_the_average(tmp_path):
 def fcn_with_state(save_dir):
     """The tiny FCN compiled with `--ema`, its weights and optimizer those of the saved state."""
     _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=N_CLASSES, n=1, head_filters=8)
-    options = FitOptions(loss="categorical_crossentropy", learning_rate=1e-3, lr_schedule="text",
-                         jit_compile="off", resume=True, verbose=0, ema=MOMENTUM)
-    compile_for_training(fcn, options, total_steps=8)
+    compile_for_training(fcn, RunConfig(jit_compile="off", ema=MOMENTUM), "categorical_crossentropy", total_steps=8)
     restore_training_state(fcn, os.path.join(save_dir, STATE))
     return fcn
 
