@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from bench.demo import REPO_ROOT, demo_recipe, flag_value, run, without_flag
+from bench.demo import REPO_ROOT, demo_recipe, flag_value, run_command, without_flag
 from segmentation.quiet import quiet_start
 
 with quiet_start(sys.argv[1:]):
@@ -41,9 +41,10 @@ def train_once(settings: argparse.Namespace, policy: str, seed: int, work_dir: s
     """One run of the demo's recipe through the command line; returns its per-epoch test mIoU and its time."""
     save_dir = os.path.join(work_dir, f"{policy}-{seed}")
     start = time.perf_counter()
-    run([sys.executable, "fcn-12.3.1.py", "--train", "--dataset", "synthetic", "--data-path", settings.data_path,
-         "--height", str(settings.height), "--width", str(settings.width), *recipe(settings.depth),
-         "--epochs", str(settings.epochs), "--seed", str(seed), "--precision", policy, "--save-dir", save_dir])
+    run_command([sys.executable, "fcn-12.3.1.py", "--train", "--dataset", "synthetic",
+                 "--data-path", settings.data_path, "--height", str(settings.height), "--width", str(settings.width),
+                 *recipe(settings.depth), "--epochs", str(settings.epochs), "--seed", str(seed),
+                 "--precision", policy, "--save-dir", save_dir])
     seconds = time.perf_counter() - start
     with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
         miou = [float(row["test_miou"]) for row in csv.DictReader(file)]
@@ -56,7 +57,7 @@ def recipe(depth: int | None) -> list[str]:
     return flags if depth is None else [*without_flag(flags, "--depth"), "--depth", str(depth)]
 
 
-def summarize(runs: list[dict], policies: list[str]) -> dict:
+def summarize_seeds(runs: list[dict], policies: list[str]) -> dict:
     """Each policy's best mIoU averaged over seeds; each other policy's per-seed and mean difference to the first."""
     best = {policy: {run["seed"]: run["best_miou"] for run in runs if run["policy"] == policy} for policy in policies}
     reference = policies[0]
@@ -73,7 +74,7 @@ def summarize(runs: list[dict], policies: list[str]) -> dict:
     return summary
 
 
-def format_table(runs: list[dict], policies: list[str], summary: dict) -> str:
+def format_policy_table(runs: list[dict], policies: list[str], summary: dict) -> str:
     """Best test mIoU per seed and policy, each seed's difference, and the means."""
     seeds = sorted({run["seed"] for run in runs})
     best = {(run["policy"], run["seed"]): run["best_miou"] for run in runs}
@@ -134,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{outcome['seconds']:.0f} s; per epoch " + " ".join(f"{value:.3f}" for value in
                                                                           outcome["test_miou"]), flush=True)
                 # Written after every run, so a run cut short keeps what it measured.
-                results["summary"] = summarize(runs, policies)
+                results["summary"] = summarize_seeds(runs, policies)
                 with open(settings.output, "w") as file:
                     json.dump(results, file, indent=2)
-    print(format_table(runs, policies, results["summary"]))
+    print(format_policy_table(runs, policies, results["summary"]))
     return 0
 
 

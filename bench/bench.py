@@ -348,7 +348,7 @@ TABLE_ROWS = (
 )
 
 
-def format_table(results: dict, size_keys: list[str]) -> str:
+def format_speed_table(results: dict, size_keys: list[str]) -> str:
     """The results as a plain-text table, one column per size, failures listed below."""
     label_width = max(len(label) for label, _, _ in TABLE_ROWS)
     lines = [
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(settings.output)), exist_ok=True)
     with open(settings.output, "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)
-    print(format_table(results, size_keys))
+    print(format_speed_table(results, size_keys))
     log(f"done; results in {settings.output}")
     failed = any(not status.startswith("ok") for key in size_keys for status in results[key]["status"].values())
     return 1 if failed else 0

@@ -67,7 +67,7 @@ def data_flags(data_path: str | None, work_dir: str, settings: dict) -> list[str
             "--width", str(settings["width"])]
 
 
-def run(command: list[str]) -> str:
+def run_command(command: list[str]) -> str:
     """Runs a command from the repository root; returns its stdout.
 
     Raises:
@@ -81,11 +81,12 @@ def run(command: list[str]) -> str:
 
 def make_data(data_dir: str, height: int, width: int, num_train: int, num_test: int) -> None:
     """A synthetic drinks set in the book's format, made as `make demo` makes it (seed 0)."""
-    run([sys.executable, "utils/generate_synthetic_drinks.py", "--output", data_dir, "--seed", "0",
-         "--num-train", str(num_train), "--num-test", str(num_test), "--height", str(height), "--width", str(width)])
+    run_command([sys.executable, "utils/generate_synthetic_drinks.py", "--output", data_dir, "--seed", "0",
+                 "--num-train", str(num_train), "--num-test", str(num_test), "--height", str(height),
+                 "--width", str(width)])
     for split in ("train", "test"):
-        run([sys.executable, "utils/generate_gt_segmentation.py", "-j", f"segmentation_{split}.json", "-p", data_dir,
-             "--save-filename", os.path.join(data_dir, f"segmentation_{split}.npy")])
+        run_command([sys.executable, "utils/generate_gt_segmentation.py", "-j", f"segmentation_{split}.json",
+                     "-p", data_dir, "--save-filename", os.path.join(data_dir, f"segmentation_{split}.npy")])
 
 
 def print_and_save(rows: list[tuple[str, ...]], record: dict, path: str) -> None:

@@ -18,7 +18,7 @@ import re
 import sys
 import tempfile
 
-from bench.demo import REPO_ROOT, data_flags, demo_recipe, flag_value, print_and_save, run, without_flag
+from bench.demo import REPO_ROOT, data_flags, demo_recipe, flag_value, print_and_save, run_command, without_flag
 
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "bench", "head_width.json")
 FULL = {"height": 96, "width": 128, "network": [], "num_train": 300, "num_test": 50, "widths": "32,64,128,256"}
@@ -41,21 +41,21 @@ print(conv_flops_per_image(fcn))
 """
 
 
-def measure(width: int, recipe: list[str], common: list[str], save_dir: str) -> dict:
+def measure_width(width: int, recipe: list[str], common: list[str], save_dir: str) -> dict:
     """Trains and evaluates one width; returns its record."""
     network = [*recipe, "--head-filters", str(width), "--save-dir", save_dir]
-    output = run([sys.executable, "fcn-12.3.1.py", "--train", *common, *network])
+    output = run_command([sys.executable, "fcn-12.3.1.py", "--train", *common, *network])
     steps = STEP_SECONDS.findall(output)
     with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
         epochs = sum(1 for _ in file) - 1
     weights = next(name for name in os.listdir(save_dir) if name.endswith("-best-iou.weights.h5"))
-    evaluation = run([sys.executable, "fcn-12.3.1.py", "--evaluate", *without_flag(common, "--time-budget"),
-                      *network, "--restore-weights", weights])
+    evaluation = run_command([sys.executable, "fcn-12.3.1.py", "--evaluate", *without_flag(common, "--time-budget"),
+                              *network, "--restore-weights", weights])
     depth, layers = flag_value(recipe, "--depth", "56"), flag_value(recipe, "--layers", "3")
     height, width_pixels = flag_value(common, "--height", "480"), flag_value(common, "--width", "640")
     decoder = flag_value(recipe, "--decoder", "book")
-    flops = int(run([sys.executable, "-c", FLOPS, height, width_pixels, depth, layers, str(width),
-                     decoder]).split()[-1])
+    flops = int(run_command([sys.executable, "-c", FLOPS, height, width_pixels, depth, layers, str(width),
+                             decoder]).split()[-1])
     return {
         "head_filters": width, "gflops_per_image": flops / 1e9,
         "step_seconds": float(steps[-1]) if steps else None, "epochs": epochs,
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         common = [*data_flags(args.data_path, work_dir, settings), "--seed", "0", "--precision", args.precision,
                   "--time-budget", str(args.minutes)]
         for width in widths:
-            records.append(measure(width, recipe, common, os.path.join(work_dir, f"head-{width}")))
+            records.append(measure_width(width, recipe, common, os.path.join(work_dir, f"head-{width}")))
     classes = list(records[0]["class_iou"])
     rows = [(f"{settings['width']}x{settings['height']}, {args.minutes:g} min each, --precision {args.precision}",
              "GFLOPs an image", "s a step", "epochs", "best test mIoU", *classes)]

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-from bench.demo import REPO_ROOT, data_flags, demo_recipe, flag_value, print_and_save, run
+from bench.demo import REPO_ROOT, data_flags, demo_recipe, flag_value, print_and_save, run_command
 from bench.step_overhead import epoch_step_seconds
 
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "bench", "levers.json")
@@ -67,10 +67,10 @@ for tta in (False, True):
 TIMED = re.compile(r"^tta=(\w+) seconds=([\d.]+) miou=([\d.]+)$", re.MULTILINE)
 
 
-def evaluate(common: list[str], network: list[str], weights: str, tta: bool) -> dict:
+def evaluate_weights(common: list[str], network: list[str], weights: str, tta: bool) -> dict:
     """The `--evaluate` scores of one weights file: book mIoU and class IoU."""
-    output = run([sys.executable, "fcn-12.3.1.py", "--evaluate", *common, *network, "--restore-weights", weights,
-                  *(["--tta"] if tta else [])])
+    output = run_command([sys.executable, "fcn-12.3.1.py", "--evaluate", *common, *network,
+                          "--restore-weights", weights, *(["--tta"] if tta else [])])
     return {"best_test_miou": float(BOOK_MIOU.search(output).group(1)),
             "class_iou": {name.strip(): float(value) for name, value in CLASS_ROW.findall(output)}}
 
@@ -89,14 +89,14 @@ def lever_flags(lever: str) -> list[str]:
     return flags
 
 
-def measure(lever: str, seed: int, recipe: list[str], common: list[str], minutes: float, save_dir: str) -> dict:
+def measure_lever(lever: str, seed: int, recipe: list[str], common: list[str], minutes: float, save_dir: str) -> dict:
     """Trains one lever (or the baseline) for `minutes` and evaluates its best weights; returns its record."""
     # The decoder is the network's: evaluating the weights needs it too.
     decoder = flag_value(lever_flags(lever), "--decoder", flag_value(recipe, "--decoder", "book"))
     network = [*recipe, "--decoder", decoder, "--save-dir", save_dir]
     started = time.monotonic()
-    output = run([sys.executable, "fcn-12.3.1.py", "--train", *common, *network, *lever_flags(lever), "--seed",
-                  str(seed), "--time-budget", str(minutes)])
+    output = run_command([sys.executable, "fcn-12.3.1.py", "--train", *common, *network, *lever_flags(lever), "--seed",
+                          str(seed), "--time-budget", str(minutes)])
     wall = time.monotonic() - started
     steps = [step for _, step in epoch_step_seconds(output)[1:]]
     with open(os.path.join(save_dir, "history.csv"), encoding="utf-8") as file:
@@ -104,12 +104,12 @@ def measure(lever: str, seed: int, recipe: list[str], common: list[str], minutes
     weights = os.path.join(save_dir, next(name for name in os.listdir(save_dir) if name.endswith(".weights.h5")))
     record = {"lever": lever, "seed": seed, "flags": " ".join(lever_flags(lever)), "train_seconds": wall,
               "epochs": epochs, "step_seconds": statistics.median(steps) if steps else None,
-              **evaluate(common, network, weights, tta=False)}
+              **evaluate_weights(common, network, weights, tta=False)}
     if lever == "baseline":
-        record["tta"] = evaluate(common, network, weights, tta=True)
+        record["tta"] = evaluate_weights(common, network, weights, tta=True)
         data_path, height, width = (flag_value(common, flag, "") for flag in ("--data-path", "--height", "--width"))
-        timed = TIMED.findall(run([sys.executable, "-c", TIMED_EVALUATION, data_path, height, width, weights,
-                                   *recipe]))
+        timed = TIMED.findall(run_command([sys.executable, "-c", TIMED_EVALUATION, data_path, height, width, weights,
+                                           *recipe]))
         record["evaluation_seconds"] = {("tta" if value == "True" else "plain"): float(seconds)
                                         for value, seconds, _ in timed}
     return record
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in (int(value) for value in args.seeds.split(",")):
             for lever in args.levers.split(","):
                 save_dir = os.path.join(args.save_dir or work_dir, f"{lever}-seed{seed}")
-                records.append(measure(lever, seed, recipe, common, args.minutes, save_dir))
+                records.append(measure_lever(lever, seed, recipe, common, args.minutes, save_dir))
                 print(records[-1], file=sys.stderr, flush=True)
     title = f"{settings['width']}x{settings['height']}, {args.minutes:g} min each"
     print_and_save(table(records, title), {"recipe": " ".join(recipe), "minutes": args.minutes, "runs": records},

@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 
-from bench.demo import REPO_ROOT, demo_recipe, flag_value, make_data, print_and_save, run
+from bench.demo import REPO_ROOT, demo_recipe, flag_value, make_data, print_and_save, run_command
 from segmentation.quiet import quiet_start
 
 with quiet_start(sys.argv[1:]):
@@ -88,21 +88,21 @@ def epoch_step_seconds(output: str) -> list[tuple[float, float]]:
     return [epoch for epoch in epochs if epoch is not None]
 
 
-def measure(settings: dict, precision: str, head_filters: int, data_dir: str, work_dir: str) -> dict:
+def measure_setting(settings: dict, precision: str, head_filters: int, data_dir: str, work_dir: str) -> dict:
     """Both figures for one setting; returns the JSON record."""
     size = ["--height", str(settings["height"]), "--width", str(settings["width"])]
     recipe = [*demo_recipe(), *settings["network"], "--head-filters", str(head_filters)]
-    output = run([sys.executable, "fcn-12.3.1.py", "--train", "--data-path", data_dir, *size, *recipe,
-                  "--epochs", str(settings["epochs"]), "--seed", "0", "--precision", precision,
-                  "--save-dir", os.path.join(work_dir, f"weights-{head_filters}-{precision}")])
+    output = run_command([sys.executable, "fcn-12.3.1.py", "--train", "--data-path", data_dir, *size, *recipe,
+                          "--epochs", str(settings["epochs"]), "--seed", "0", "--precision", precision,
+                          "--save-dir", os.path.join(work_dir, f"weights-{head_filters}-{precision}")])
     epochs = epoch_step_seconds(output)
     if len(epochs) != settings["epochs"]:
         raise SystemExit(f"expected {settings['epochs']} epoch lines in the training output, found {len(epochs)}")
     depth = flag_value(recipe, "--depth", "56")
-    bare = float(run([sys.executable, "-c", BARE_STEP, str(settings["height"]), str(settings["width"]), depth,
-                      str(head_filters), str(settings["bare_steps"]), precision, flag_value(recipe, "--loss", "ce"),
-                      flag_value(recipe, "--bn-momentum", "0.99"),
-                      flag_value(recipe, "--decoder", "book")]).split()[-1])
+    bare = float(run_command([sys.executable, "-c", BARE_STEP, str(settings["height"]), str(settings["width"]), depth,
+                              str(head_filters), str(settings["bare_steps"]), precision,
+                              flag_value(recipe, "--loss", "ce"), flag_value(recipe, "--bn-momentum", "0.99"),
+                              flag_value(recipe, "--decoder", "book")]).split()[-1])
     cli = statistics.median(step for _, step in epochs[1:])
     return {
         "size": f"{settings['width']}x{settings['height']}", "depth": int(depth), "head_filters": head_filters,
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         make_data(data_dir, settings["height"], settings["width"], settings["num_train"], settings["num_test"])
         for head_filters in (int(value) for value in args.heads.split(",")):
             for precision in args.precisions.split(","):
-                records.append(measure(settings, precision, head_filters, data_dir, work_dir))
+                records.append(measure_setting(settings, precision, head_filters, data_dir, work_dir))
     first = records[0]
     rows = [(f"{first['size']}, ResNet{first['depth']}v2, batch 4", "command line s/step (median of epochs "
              f"2-{len(first['cli_epoch_step_seconds'])})", "bare train_on_batch s/step (median)", "ratio",

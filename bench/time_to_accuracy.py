@@ -59,7 +59,7 @@ def minutes_to(curve: list[tuple[float, float]], target: float) -> float | None:
     return None if reached is None else reached / 60
 
 
-def summarize(curve: list[tuple[float, float]], targets: list[float]) -> dict:
+def summarize_curve(curve: list[tuple[float, float]], targets: list[float]) -> dict:
     """Best mIoU, and minutes to first reach each target (None if never)."""
     return {
         "best_miou": max(miou for _, miou in curve),
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, recipe in RECIPES.items():
             recipe = [*recipe, *QUICK_RECIPE] if args.quick else recipe
             curve = train_timed([*common, *recipe, "--save-dir", os.path.join(work_dir, name)])
-            results[name] = {"flags": " ".join(recipe), **summarize(curve, targets)}
+            results[name] = {"flags": " ".join(recipe), **summarize_curve(curve, targets)}
     rows = [(f"{results['size']}, {args.minutes:g} min each", "best test mIoU", "epochs",
              *(f"minutes to {target:.2f}" for target in targets))]
     for name in RECIPES:

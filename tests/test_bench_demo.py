@@ -9,9 +9,7 @@ import pytest
 
 from bench.demo import demo_recipe, flag_value, makefile_flags, without_flag
 from bench.step_overhead import epoch_step_seconds
-from bench.time_to_accuracy import EPOCH_MIOU, summarize
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.time_to_accuracy import EPOCH_MIOU, summarize_curve
 
 
 def test_demo_recipe_comes_from_the_makefile():
@@ -40,10 +38,10 @@ def test_time_to_accuracy_reads_mious_and_finds_the_first_to_reach_the_target():
              "Epoch 4: mIoU 0.5370 (best 0.7018), pixel accuracy 91.65%", "Epoch 4/9"]
     assert [EPOCH_MIOU.match(line).group(2) if EPOCH_MIOU.match(line) else None for line in lines] == \
         ["0.7018", "0.5370", None]
-    summary = summarize([(60.0, 0.5), (120.0, 0.71), (180.0, 0.69), (240.0, 0.82)], targets=[0.70, 0.80])
+    summary = summarize_curve([(60.0, 0.5), (120.0, 0.71), (180.0, 0.69), (240.0, 0.82)], targets=[0.70, 0.80])
     assert summary["best_miou"] == 0.82 and summary["epochs"] == 4
     assert summary["minutes_to_target"] == {"0.70": 2.0, "0.80": 4.0}
-    assert summarize([(60.0, 0.5)], targets=[0.70])["minutes_to_target"] == {"0.70": None}
+    assert summarize_curve([(60.0, 0.5)], targets=[0.70])["minutes_to_target"] == {"0.70": None}
 
 
 def run_module(module, tmp_path, *flags):
