@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 from backend_run import CALIBRATION_SHAPE, calibrated_network, calibration_images
-from conftest import HEIGHT, N_CLASSES, WIDTH, write_book_dataset
+from conftest import HEIGHT, N_CLASSES, ROOT, WIDTH, write_book_dataset
 
 from model import build_model
 from segmentation import backend
@@ -29,7 +29,6 @@ from segmentation.config import RunConfig
 from segmentation.errors import UsageError
 
 RUNNER = os.path.join(os.path.dirname(__file__), "backend_run.py")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("jax", "torch")
 WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
 # Predictions of the same weights on two backends: float32 arithmetic in another order. A network trained for

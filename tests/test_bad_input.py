@@ -12,8 +12,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 from collections.abc import Callable
 
 import keras
@@ -22,7 +20,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import skimage.io
-from conftest import HEIGHT, N_CLASSES, WIDTH
+from conftest import HEIGHT, N_CLASSES, ROOT, SCRIPT, STATE, TINY, WEIGHTS, WIDTH, error_lines, run_script
 
 from model import build_model
 from segmentation import cli
@@ -32,12 +30,7 @@ from segmentation.ground_truth.mask_folders import write_mask_png
 from segmentation.images import read_image
 from segmentation.tools import ground_truth
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
 CONVERTER = os.path.join(ROOT, "utils", "generate_gt_segmentation.py")
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
-WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
-STATE = "ResNet11v2-1layer-drinks-last.state.npz"
 SETTINGS = {"height": HEIGHT, "width": WIDTH, "layers": 1, "depth": 11, "n_classes": N_CLASSES,
             "dataset": "drinks", "batch_size": 2, "lr_schedule": "text", "learning_rate": 1e-3}
 
@@ -450,10 +443,8 @@ def test_case_ids_are_unique_and_all_in_the_docs():
     (CONVERTER, ["-j", "none.json", "-p", "."], "none.json: cannot read the file"),
 ])
 def test_scripts_exit_2_without_traceback(tmp_path, script, argv, message):
-    result = subprocess.run([sys.executable, script, *argv], cwd=tmp_path, capture_output=True, text=True,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=120)
-    noise = ("WARNING: All log messages", "I0000", "W0000", "E0000")
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(noise)]
+    result = run_script(argv, tmp_path, script=script, timeout=120)
+    lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr and os.listdir(tmp_path) == []
 

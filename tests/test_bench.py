@@ -2,13 +2,12 @@
 
 import json
 import math
-import os
 import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = "64x64"
 FIGURES = ("train_img_per_s", "eval_img_per_s", "peak_rss_gb", "train_fraction_of_peak")
 VARIANT_FIGURES = tuple(f"{figure}_{variant}" for variant in ("float32", "mixed_bfloat16", "jit_on")
@@ -19,7 +18,7 @@ def run_bench(tmp_path, *flags):
     output = tmp_path / "results.json"
     command = [sys.executable, "bench/bench.py", "--quick", "--data-dir", str(tmp_path / "data"),
                "--output", str(output), *flags]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout, json.loads(output.read_text())
 
@@ -57,7 +56,7 @@ def test_rss_vs_dataset_size(tmp_path):
 
 
 def test_help_runs():
-    result = subprocess.run([sys.executable, "bench/bench.py", "--help"], cwd=REPO_ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "bench/bench.py", "--help"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "--rss-vs-dataset" in result.stdout
 
@@ -68,7 +67,7 @@ def test_gpu_script_times_the_network_on_the_installed_backend(tmp_path):
     output = tmp_path / "gpu.json"
     command = [sys.executable, "-m", "bench.gpu", "--size", "32x32", "--depth", "11", "--batch-sizes", "2",
                "--warmup", "1", "--steps", "1", "--num-test", "3", "--matmul-size", "64", "--output", str(output)]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(output.read_text())
     for name in ("matmul_peak_gflops_fp32", "matmul_peak_gflops_bf16", "forward_gflops_per_image",
@@ -116,7 +115,7 @@ def test_levers_script_trains_each_lever_and_evaluates_the_baseline_with_tta(tmp
     output = tmp_path / "levers.json"
     command = [sys.executable, "-m", "bench.levers", "--quick", "--minutes", "0.3", "--levers", "baseline,aux",
                "--output", str(output)]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(output.read_text())["runs"]
     assert [run["lever"] for run in runs] == ["baseline", "aux"]

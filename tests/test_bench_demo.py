@@ -1,11 +1,11 @@
 """The benchmarks that compare with the demo: step overhead and time to accuracy (smoke runs and their parsers)."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 from bench.demo import demo_recipe, flag_value, makefile_flags, without_flag
 from bench.step_overhead import epoch_step_seconds
@@ -47,7 +47,7 @@ def test_time_to_accuracy_reads_mious_and_finds_the_first_to_reach_the_target():
 def run_module(module, tmp_path, *flags):
     output = tmp_path / "results.json"
     result = subprocess.run([sys.executable, "-m", module, "--quick", "--output", str(output), *flags],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout, json.loads(output.read_text())
 

@@ -21,8 +21,6 @@ from segmentation import cli
 from segmentation.checkpoints import resolve_weights_path, restore_weights
 from segmentation.images import read_image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
 BOOK_WEIGHTS = "ResNet56v2-3layer-drinks-best-iou.h5"
 # The book's network: --layers 3, ResNet56v2 (n = 6), 4 classes; a small input keeps it fast.
 INPUT_SHAPE = (HEIGHT, WIDTH, 3)

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH
+from conftest import HEIGHT, TINY, WEIGHTS, WIDTH
 
 from model import (
     BOOK_DECODER,
@@ -19,9 +19,7 @@ from segmentation.augment import build_augmentation
 from segmentation.checkpoints import decoder_of_weights, read_best_metrics, restore_weights
 from segmentation.errors import UsageError
 
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--head-filters", "8", "--precision", "float32"]
-WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
+FLAGS = [*TINY, "--head-filters", "8", "--precision", "float32"]
 # The backbone's full- and half-resolution stages (stage 0 and stage 1 of the bottleneck ResNet v2).
 STAGE_CHANNELS = {"full": 64, "half": 128}
 
@@ -100,7 +98,7 @@ def test_weights_name_their_decoder_and_load_only_into_it(saved, tmp_path):
 def test_a_skip_decoder_trains_records_its_decoder_and_refuses_another(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     save_dir = str(tmp_path / "weights")
-    common = [*TINY, "--data-path", data_path, "--save-dir", save_dir]
+    common = [*FLAGS, "--data-path", data_path, "--save-dir", save_dir]
     status, _, err = run_cli(["--train", "--epochs", "1", "--seed", "0", "--decoder", "bilinear", *common])
     assert status == 0, err
     weights = str(tmp_path / "weights" / WEIGHTS)

@@ -11,18 +11,15 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_book_dataset
+from conftest import SCRIPT, STATE, TINY, WEIGHTS, run_script, write_book_dataset
 
 from model import build_model
 from segmentation import cli
 from segmentation.distribution import is_chief
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
 SIZE = 32
-TINY = ["--height", str(SIZE), "--width", str(SIZE), "--layers", "1", "--depth", "11", "--batch-size", "2"]
-WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
-STATE = "ResNet11v2-1layer-drinks-last.state.npz"
+# The tiny network on 32x32 images: the later --height and --width win.
+FLAGS = [*TINY, "--height", str(SIZE), "--width", str(SIZE)]
 
 
 def free_ports(count):
@@ -48,7 +45,7 @@ def test_two_workers_train_in_step_and_only_the_chief_writes_the_run(tmp_path):
     write_book_dataset(data_path, num_train=4, num_test=2, height=SIZE, width=SIZE)
     save_dir = tmp_path / "weights"
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
-    argv = ["--train", "--epochs", "1", "--distribute", "multi-worker", "--seed", "0", "--workers", "1", *TINY,
+    argv = ["--train", "--epochs", "1", "--distribute", "multi-worker", "--seed", "0", "--workers", "1", *FLAGS,
             "--data-path", data_path, "--save-dir", str(save_dir)]
     started = time.monotonic()
     processes = []
@@ -135,7 +132,7 @@ def test_bad_distribution_settings_end_with_one_line_and_status_2(book_dataset, 
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
-    status = cli.main(["--distribute", "multi-worker", *TINY, "--data-path", data_path,
+    status = cli.main(["--distribute", "multi-worker", *FLAGS, "--data-path", data_path,
                    "--save-dir", str(tmp_path / "w"), *extra])
     err = capsys.readouterr().err
     assert status == 2
@@ -148,12 +145,11 @@ def test_a_mirrored_run_resumes_under_the_strategy(tmp_path):
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=4, num_test=2, height=SIZE, width=SIZE)
     save_dir = tmp_path / "weights"
-    common = ["--train", "--distribute", "mirrored", "--seed", "0", "--workers", "1", *TINY,
+    common = ["--train", "--distribute", "mirrored", "--seed", "0", "--workers", "1", *FLAGS,
               "--data-path", data_path, "--save-dir", str(save_dir)]
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     for epochs, extra in ((1, []), (2, ["--resume"])):
-        result = subprocess.run([sys.executable, SCRIPT, *common, "--epochs", str(epochs), *extra], cwd=tmp_path,
-                                env=environment, capture_output=True, text=True, timeout=300)
+        result = run_script([*common, "--epochs", str(epochs), *extra], tmp_path, env=environment)
         assert result.returncode == 0, result.stdout + result.stderr
     assert "after epoch 1 of 2" in result.stdout
     with open(save_dir / "history.csv") as history:

@@ -5,12 +5,12 @@ import glob
 import os
 
 import pytest
+from conftest import ROOT
 
 from segmentation import errors
 from segmentation.parser import build_parser
 from segmentation.tools import via
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The most parameters a function of the package may take (STYLE.md 3.17); `self`, `cls` and a `**kwargs`
 # handed on to Keras (`DataGenerator`'s `workers=` and the like) are not counted.
 MAX_PARAMETERS = 10

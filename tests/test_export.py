@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import skimage.io
-from conftest import HEIGHT, N_CLASSES, WIDTH, write_book_dataset
+from conftest import HEIGHT, N_CLASSES, TINY, WIDTH, write_book_dataset
 
 from model import build_model
 from segmentation import inference
@@ -20,7 +20,6 @@ from segmentation.inference import SAVED_MODEL_FILE, check_export_tools, export_
 # How close an export must stay to the Keras model on the same images.
 PROBABILITY_TOLERANCE = 1e-4
 MIN_ARGMAX_AGREEMENT = 0.999
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,13 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH, write_book_dataset
+from conftest import HEIGHT, TINY, WIDTH, write_book_dataset
 
 from model import CLASSIFIER_NAME, build_model
 from segmentation.checkpoints import restore_for_fine_tuning
 from segmentation.errors import UsageError
 
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--workers", "1", "--seed", "0"]
+FLAGS = [*TINY, "--workers", "1", "--seed", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +62,7 @@ def test_a_two_class_run_trains_from_four_class_weights(four_class_weights, tmp_
     path, _ = four_class_weights
     data_path = str(tmp_path / "two")
     write_two_class_dataset(data_path)
-    common = ["--train", "--epochs", "1", *TINY, "--data-path", data_path, "--restore-weights", path]
+    common = ["--train", "--epochs", "1", *FLAGS, "--data-path", data_path, "--restore-weights", path]
     # Without --fine-tune, the refusal stays as it is.
     status, _, err = run_cli([*common, "--save-dir", str(tmp_path / "refused")])
     assert status == 2 and "these weights do not fit the model" in err
@@ -75,5 +74,5 @@ def test_a_two_class_run_trains_from_four_class_weights(four_class_weights, tmp_
 
 def test_fine_tune_needs_train_and_restore_weights(book_dataset, run_cli):
     data_path, _ = book_dataset
-    status, _, err = run_cli(["--train", "--fine-tune", *TINY, "--data-path", data_path])
+    status, _, err = run_cli(["--train", "--fine-tune", *FLAGS, "--data-path", data_path])
     assert status == 2 and "--fine-tune is used with --train and --restore-weights" in err

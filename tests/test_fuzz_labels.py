@@ -22,6 +22,7 @@ import textwrap
 
 import numpy as np
 import numpy1_label_files
+from conftest import ROOT
 
 from segmentation.ground_truth.book_labels import read_labels_whole
 
@@ -32,7 +33,6 @@ SLOW_FILES = 3000
 ADDRESS_SPACE_LIMIT = 1 << 30
 # No file may take longer to read than this.
 SECONDS_PER_FILE = 2.0
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Reads every file named on stdin, one JSON line per file on stdout; a crash leaves the report short.
 READER = textwrap.dedent("""

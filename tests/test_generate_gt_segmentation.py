@@ -2,18 +2,17 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import matplotlib.image
 import numpy as np
 import pytest
+from conftest import ROOT, run_script
 from skimage import io
 
 from segmentation.tools import ground_truth
 
 HEIGHT, WIDTH = 64, 96
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "utils", "generate_gt_segmentation.py")
+CONVERTER = os.path.join(ROOT, "utils", "generate_gt_segmentation.py")
 
 
 def write_image(path, height=HEIGHT, width=WIDTH, rect=None):
@@ -173,13 +172,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, conte
 
 def test_script_exit_status_and_no_traceback(tmp_path):
     (tmp_path / "segmentation_train.json").write_text("[]")
-    result = subprocess.run(
-        [sys.executable, SCRIPT, "-p", str(tmp_path), "--save-filename", str(tmp_path / "out.npy")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    result = run_script(["-p", str(tmp_path), "--save-filename", str(tmp_path / "out.npy")], tmp_path,
+                        script=CONVERTER, timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")

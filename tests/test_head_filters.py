@@ -3,13 +3,10 @@
 import os
 
 import pytest
-from conftest import HEIGHT, WIDTH
+from conftest import TINY, WEIGHTS
 
 from model import HEAD_FILTERS, build_model
 from segmentation.checkpoints import head_filters_of_model, head_filters_of_weights, read_best_metrics
-
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
-WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
 
 
 @pytest.mark.parametrize("head_filters, parameters", [

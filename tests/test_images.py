@@ -12,15 +12,12 @@ import tracemalloc
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import HEIGHT, WIDTH, snapshot, write_book_dataset
+from conftest import HEIGHT, STATE, TINY, WEIGHTS, WIDTH, snapshot, write_book_dataset
 
 from segmentation.checkpoints import read_training_state
 from segmentation.images import check_image
 
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--head-filters", "8",
-        "--batch-size", "2", "--precision", "float32", "--seed", "0"]
-STATE = "ResNet11v2-1layer-drinks-last.state.npz"
-WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
+FLAGS = [*TINY, "--head-filters", "8", "--precision", "float32", "--seed", "0"]
 
 
 def as_jpeg(data_path, name):
@@ -56,7 +53,7 @@ def jpeg_run(tmp_path, name="train009.png"):
     write_book_dataset(data_path, num_train=12, num_test=2)
     jpeg = as_jpeg(data_path, name)
     save_dir = tmp_path / "weights"
-    argv = ["--train", *TINY, "--data-path", data_path, "--save-dir", str(save_dir), "--epochs", "1"]
+    argv = ["--train", *FLAGS, "--data-path", data_path, "--save-dir", str(save_dir), "--epochs", "1"]
     return argv, jpeg, save_dir
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import skimage.io
 import tensorflow as tf
-from conftest import HEIGHT, N_CLASSES, WIDTH, write_book_dataset
+from conftest import HEIGHT, N_CLASSES, TINY, WIDTH, write_book_dataset
 
 from model import build_model
 from segmentation.classes import class_colors
@@ -21,10 +21,7 @@ from segmentation.inference import (
     resize_labels,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
 CLASS_COLOURS = class_colors(N_CLASSES)
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
 
 
 

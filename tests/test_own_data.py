@@ -8,7 +8,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import skimage.io
-from conftest import HEIGHT, N_CLASSES, WIDTH
+from conftest import HEIGHT, N_CLASSES, TINY, WIDTH
 from test_generate_gt_segmentation import rect, write_image, write_project
 
 from data_generator import DataGenerator
@@ -25,7 +25,6 @@ from segmentation.metrics import SegmentationScores
 from segmentation.tools import ground_truth
 
 NAMES = ("bottle", "can", "carton")
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
 # Each class paints its pixels in a colour of its own, so an image says which class each pixel is.
 CLASS_PAINT = np.array([[100, 100, 100], [220, 40, 40], [40, 200, 40], [40, 60, 220]], dtype=np.uint8)
 

@@ -11,14 +11,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import HEIGHT, WIDTH
+from conftest import RECORD, TINY
 
 from segmentation import cli, precision
 from segmentation.process_state import KERAS_SEED, KERAS_SEED_GENERATOR, kept_process_state, keras_global_state
 
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--head-filters", "8"]
-RECORD = "ResNet11v2-1layer-drinks-best-iou.json"
+FLAGS = [*TINY, "--head-filters", "8"]
 SEED_BEFORE = 7
 
 
@@ -84,7 +82,7 @@ def test_a_training_run_in_bfloat16_leaves_the_policy_the_seeds_and_logging_as_i
     save_dir = tmp_path / "weights"
     before = snapshot()
     assert before["policy"] == "float32"
-    status, out, err = run_cli(["--train", "--epochs", "1", "--seed", "0", "--verbose", "1", *TINY,
+    status, out, err = run_cli(["--train", "--epochs", "1", "--seed", "0", "--verbose", "1", *FLAGS,
                                 "--data-path", data_path, "--save-dir", str(save_dir)])
     assert status == 0, err
     assert policies_set == ["mixed_bfloat16"]
@@ -99,7 +97,7 @@ def test_a_run_that_fails_on_bad_input_after_choosing_bfloat16_leaves_the_proces
     damaged = tmp_path / "damaged.weights.h5"
     damaged.write_bytes(b"not an HDF5 file")
     before = snapshot()
-    status, _, err = run_cli(["--train", "--epochs", "1", "--seed", "0", *TINY, "--data-path", data_path,
+    status, _, err = run_cli(["--train", "--epochs", "1", "--seed", "0", *FLAGS, "--data-path", data_path,
                               "--save-dir", str(tmp_path / "weights"), "--restore-weights", str(damaged)])
     assert status == 2 and "damaged.weights.h5" in err
     assert policies_set == ["mixed_bfloat16"]
@@ -114,7 +112,7 @@ def test_an_interrupted_or_crashed_run_leaves_the_process_as_it_found_it(
 
     monkeypatch.setattr(cli, "run_steps", stopped)
     data_path, _ = book_dataset
-    argv = ["--train", "--epochs", "1", "--seed", "0", *TINY, "--data-path", data_path,
+    argv = ["--train", "--epochs", "1", "--seed", "0", *FLAGS, "--data-path", data_path,
             "--save-dir", str(tmp_path / "weights")]
     before = snapshot()
     if status is None:

@@ -6,13 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import HEIGHT, WIDTH, write_book_dataset
+from conftest import ROOT, TINY, run_script, write_book_dataset
 
 from segmentation.quiet import shows_tensorflow_lines, without_start_up_lines
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
 # What the commands printed before the quiet start, on a machine without a GPU.
 START_UP_LINES = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
@@ -102,11 +99,8 @@ def test_what_the_body_printed_comes_back_when_it_raises():
 def test_a_tiny_training_run_prints_no_start_up_line_and_no_warning(tmp_path):
     data_path = tmp_path / "drinks"
     write_book_dataset(str(data_path))
-    result = subprocess.run(
-        [sys.executable, SCRIPT, "--train", *TINY, "--epochs", "1", "--data-path", str(data_path),
-         "--save-dir", str(tmp_path / "weights")],
-        cwd=tmp_path, capture_output=True, text=True, env=environment(), timeout=300,
-    )
+    result = run_script(["--train", *TINY, "--epochs", "1", "--data-path", str(data_path),
+                         "--save-dir", str(tmp_path / "weights")], tmp_path, env=environment())
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Epoch 1: mIoU" in output

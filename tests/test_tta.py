@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import skimage.io
-from conftest import HEIGHT, N_CLASSES, WIDTH
+from conftest import HEIGHT, N_CLASSES, TINY, WIDTH
 
 from data_generator import DataGenerator
 from model import build_model
@@ -21,8 +21,7 @@ from segmentation.ground_truth.label_set import LabelSet
 from segmentation.inference import plan_outputs, predict_directory
 from segmentation.tta import flip_averaged
 
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--head-filters", "8", "--jit-compile", "off"]
+FLAGS = [*TINY, "--head-filters", "8", "--jit-compile", "off"]
 
 
 def small_network(kernel_width):
@@ -153,7 +152,7 @@ def test_one_image_file_and_a_resized_folder_take_tta(directional, tmp_path, mon
 def test_training_selects_and_evaluate_scores_with_tta(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     save_dir = str(tmp_path / "weights")
-    common = [*TINY, "--data-path", data_path, "--save-dir", save_dir]
+    common = [*FLAGS, "--data-path", data_path, "--save-dir", save_dir]
     # Float32 as the network rebuilt below, whose evaluation must give the recorded score to 1e-6.
     status, out, err = run_cli([*common, "--train", "--epochs", "1", "--seed", "0", "--tta", "--precision", "float32"])
     assert status == 0, err

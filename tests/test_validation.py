@@ -6,15 +6,13 @@ import os
 
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH, write_book_dataset
+from conftest import HEIGHT, RECORD, TINY, WIDTH, write_book_dataset
 
 from segmentation.errors import DatasetError
 from segmentation.ground_truth.book_labels import load_labels
 from segmentation.ground_truth.splits import split_labels
 
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--workers", "1", "--seed", "0"]
-RECORD = "ResNet11v2-1layer-drinks-best-iou.json"
+FLAGS = [*TINY, "--workers", "1", "--seed", "0"]
 
 
 def test_the_split_is_seeded_disjoint_and_whole(tmp_path):
@@ -39,7 +37,7 @@ def test_selection_on_a_validation_split_scores_the_test_set_once(tmp_path, run_
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=8, num_test=2)
     save_dir = tmp_path / "weights"
-    argv = ["--train", "--epochs", "2", *TINY, "--data-path", data_path, "--save-dir", str(save_dir),
+    argv = ["--train", "--epochs", "2", *FLAGS, "--data-path", data_path, "--save-dir", str(save_dir),
             "--val-split", "0.25"]
     status, out, err = run_cli(argv)
     assert status == 0, err
@@ -59,7 +57,7 @@ def test_selection_on_a_validation_split_scores_the_test_set_once(tmp_path, run_
 
 def test_without_validation_images_the_book_selects_on_the_test_set_and_says_so(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
-    status, out, err = run_cli(["--train", "--epochs", "1", *TINY, "--data-path", data_path,
+    status, out, err = run_cli(["--train", "--epochs", "1", *FLAGS, "--data-path", data_path,
                                 "--save-dir", str(tmp_path / "w")])
     assert status == 0, err
     assert "Selecting the best weights on the test set, as the book does: their test score is then optimistic" in out
@@ -75,7 +73,7 @@ def test_validation_labels_from_a_file(tmp_path, run_cli):
     # Held out: the validation images leave the training set (a set sharing images is refused).
     np.save(os.path.join(data_path, "segmentation_train.npy"),
             {key: mask for key, mask in splits["train"].items() if key not in held_out})
-    status, out, err = run_cli(["--train", "--epochs", "1", *TINY, "--data-path", data_path,
+    status, out, err = run_cli(["--train", "--epochs", "1", *FLAGS, "--data-path", data_path,
                                 "--save-dir", str(tmp_path / "w"), "--val-labels", "segmentation_val.npy"])
     assert status == 0, err
     assert "Selecting the best weights on 2 validation image(s)" in out
@@ -88,5 +86,5 @@ def test_validation_labels_from_a_file(tmp_path, run_cli):
 ])
 def test_bad_validation_flags_are_refused(book_dataset, tmp_path, run_cli, extra, message):
     data_path, _ = book_dataset
-    status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "w"), *extra])
+    status, _, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", str(tmp_path / "w"), *extra])
     assert status == 2 and err.count("\n") == 1 and message in err
