@@ -46,8 +46,8 @@ import sys, time
 from segmentation.cli import build_network
 from segmentation.checkpoints import restore_weights
 from segmentation.config import RunConfig
-from segmentation.ground_truth.splits import evaluation_data, load_data
-from segmentation.evaluation import evaluate_dataset
+from segmentation.ground_truth.splits import load_data
+from segmentation.evaluation import evaluate_dataset, evaluation_data
 from segmentation.parser import build_parser
 data_path, height, width, weights, *network = sys.argv[1:]
 args = ["--evaluate", "--dataset", "synthetic", "--data-path", data_path, "--height", height, "--width", width,

@@ -50,8 +50,8 @@ from segmentation.errors import (
     UsageError,
     report_error,
 )
-from segmentation.evaluation import evaluate_test_set, segment_image_file
-from segmentation.ground_truth.splits import Data, evaluation_data, load_data
+from segmentation.evaluation import evaluate_test_set, evaluation_data, segment_image_file
+from segmentation.ground_truth.splits import Data, load_data
 from segmentation.inference import (
     PlannedImage,
     describe_exports,

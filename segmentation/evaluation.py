@@ -18,16 +18,23 @@ import numpy as np
 
 from data_generator import DataGenerator
 from segmentation.classes import class_names
-from segmentation.config import BOOK
+from segmentation.config import BOOK, RunConfig
 from segmentation.distribution import replicas_in_scope
 from segmentation.figures import save_input_and_mask, save_triptych
 from segmentation.ground_truth.fit_to_size import predict_tiled, resize_image
+from segmentation.ground_truth.label_set import LabelSet
 from segmentation.images import decode_image, image_to_float, read_image
 from segmentation.metrics import SegmentationScores
 from segmentation.paths import PREDICTION_DIR
 from segmentation.tta import flip_averaged
 
 logger = logging.getLogger(__name__)
+
+
+def evaluation_data(labels: LabelSet, config: RunConfig) -> DataGenerator:
+    """The batches of a split for scoring: in order, the last partial batch kept."""
+    return DataGenerator(labels, config.data_path, batch_size=config.batch_size, shuffle=False, drop_last=False,
+                         size=(config.height, config.width), fit_size=config.fit_size)
 
 
 def predict_batch(model: keras.Model, images: np.ndarray) -> np.ndarray:

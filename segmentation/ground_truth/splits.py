@@ -7,8 +7,7 @@ file's masks, or a mask folder's named classes, or else its largest class id fou
 
 `load_data` reads the splits the flags ask for (training, test, and validation from `--val-labels` or
 `--val-split`), checks that they agree on the classes (`agree_on_classes`) and that their images exist
-(`check_images_have_masks`), and returns them as one `Data`; `evaluation_data` gives a split's batches for
-scoring.
+(`check_images_have_masks`), and returns them as one `Data`.
 """
 
 import dataclasses
@@ -18,7 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data_generator import DataGenerator
 from segmentation.checkpoints import read_training_state
 from segmentation.classes import split_class_names
 from segmentation.config import RunConfig
@@ -86,12 +84,6 @@ def val_split_seed(config: RunConfig) -> int:
         logger.info("--resume: --val-split holds out the images the run drew with seed %d when it started "
                     "(--seed %s now)", drawn, config.seed)
     return drawn
-
-
-def evaluation_data(labels: LabelSet, config: RunConfig) -> DataGenerator:
-    """The batches of a split for scoring: in order, the last partial batch kept."""
-    return DataGenerator(labels, config.data_path, batch_size=config.batch_size, shuffle=False, drop_last=False,
-                         size=(config.height, config.width), fit_size=config.fit_size)
 
 
 def load_data(config: RunConfig) -> Data:
