@@ -194,8 +194,10 @@ def trained_run_in(folder):
     folder = pathlib.Path(folder)
     data_path = str(folder / "drinks")
     save_dir = folder / "weights"
-    # float32 whatever the CPU, so evaluation (always float32) scores the weights as the training did.
-    flags = [*TINY, "--precision", "float32", "--data-path", data_path, "--save-dir", str(save_dir)]
+    # An 8-filter head keeps the files small (each test copies them); float32 whatever the CPU, so that evaluation
+    # (always float32) scores the weights as the training did.
+    flags = [*TINY, "--head-filters", "8", "--precision", "float32", "--data-path", data_path,
+             "--save-dir", str(save_dir)]
     return TrainedRun(folder, data_path, save_dir, flags, TRAINED_EPOCHS)
 
 

@@ -156,8 +156,7 @@ def test_precision_auto_records_this_machines_policy_and_resumes_with_the_saved_
     assert json.loads((save_dir / RECORD).read_text())["settings"]["precision"] == default_precision()
     # A run saved in float32 (as every run before "auto" was) resumes in float32 under "auto".
     assert read_training_state(str(trained_run.save_dir / STATE)).settings["precision"] == "float32"
-    status, _, err = run_cli(["--train", "--epochs", str(trained_run.epochs + 1), "--seed", "0", "--resume", *TINY,
-                              "--data-path", trained_run.data_path, "--save-dir", str(trained_run.save_dir)])
+    status, _, err = run_cli([*trained_run.resume(trained_run.epochs + 1), "--precision", "auto"])
     assert status == 0, err
     state = read_training_state(str(trained_run.save_dir / STATE))
     assert state.epochs_done == trained_run.epochs + 1 and state.settings["precision"] == "float32"
