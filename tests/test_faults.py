@@ -5,44 +5,20 @@ import errno
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import HEIGHT, WIDTH, snapshot, write_book_dataset
+from conftest import ROOT, STATE, TINY, WEIGHTS, error_lines, run_script, snapshot, write_book_dataset
 
 from segmentation.checkpoints import read_training_state
 from segmentation.paths import LOCK_FILE
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--workers", "1", "--seed", "0"]
-STATE = "ResNet11v2-1layer-drinks-last.state.npz"
 
-
-def error_lines(stderr):
-    """stderr without TensorFlow's own C++ start-up lines."""
-    noise = ("WARNING: All log messages", "I0000", "W0000", "E0000")
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(noise)]
-
-
-@pytest.fixture
-def trained_one_epoch(tmp_path, run_cli):
-    """A data set and a save dir holding one finished epoch of a 3-epoch run."""
-    data_path = str(tmp_path / "drinks")
-    write_book_dataset(data_path, num_train=4, num_test=2)
-    save_dir = tmp_path / "weights"
-    argv = ["--train", *TINY, "--data-path", data_path, "--save-dir", str(save_dir), "--epochs", "1"]
-    status, _, err = run_cli(argv)
-    assert status == 0, err
-    return argv, save_dir
-
-
-def test_a_full_disk_ends_the_run_in_one_line_and_keeps_every_earlier_file(trained_one_epoch, run_cli,
-                                                                            monkeypatch):
-    argv, save_dir = trained_one_epoch
+def test_a_full_disk_ends_the_run_in_one_line_and_keeps_every_earlier_file(trained_run, run_cli, monkeypatch):
+    save_dir = trained_run.save_dir
     before = snapshot(save_dir)
     real_fsync = os.fsync
 
@@ -50,7 +26,7 @@ def test_a_full_disk_ends_the_run_in_one_line_and_keeps_every_earlier_file(train
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full_disk)
-    resume = [*argv[:-1], "3", "--resume"]
+    resume = trained_run.resume(trained_run.epochs + 1)
     status, _, err = run_cli(resume)
     assert status == 2
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -60,7 +36,7 @@ def test_a_full_disk_ends_the_run_in_one_line_and_keeps_every_earlier_file(train
     monkeypatch.setattr(os, "fsync", real_fsync)
     status, _, err = run_cli(resume)
     assert status == 0, err
-    assert read_training_state(str(save_dir / STATE)).epochs_done == 3
+    assert read_training_state(str(save_dir / STATE)).epochs_done == trained_run.epochs + 1
 
 
 class FullDiskFile:
@@ -83,12 +59,12 @@ class FullDiskFile:
 
 
 def test_writes_failing_on_a_full_disk_end_the_run_in_one_line_and_keep_every_earlier_file(
-        trained_one_epoch, run_cli, monkeypatch):
+        trained_run, run_cli, monkeypatch):
     """The writes themselves fail (not only the fsync after them), for every file Python writes in the save dir.
 
     HDF5 writes its `.weights.h5` files in C, past Python's `open`: a full disk there is the tmpfs tests' case.
     """
-    argv, save_dir = trained_one_epoch
+    save_dir = trained_run.save_dir
     before = snapshot(save_dir)
     real_open = builtins.open
     failed = []
@@ -103,7 +79,7 @@ def test_writes_failing_on_a_full_disk_end_the_run_in_one_line_and_keep_every_ea
 
     monkeypatch.setattr(builtins, "open", full_disk_open)
     monkeypatch.setattr(io, "open", full_disk_open)
-    status, _, err = run_cli([*argv[:-1], "3", "--resume"])
+    status, _, err = run_cli(trained_run.resume(trained_run.epochs + 1))
     monkeypatch.undo()
     assert failed, "no file was written through open()"
     assert status == 2, err
@@ -134,19 +110,13 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
-def train_in_subprocess(tmp_path, save_dir, *extra):
-    data_path = tmp_path / "drinks"
-    if not data_path.exists():
-        write_book_dataset(str(data_path), num_train=4, num_test=2)
-    argv = [SCRIPT, "--train", *TINY, "--data-path", str(data_path), "--save-dir", str(save_dir), *extra]
-    return subprocess.run([sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
-
-
 def test_a_disk_too_small_for_the_best_weights_exits_2_without_a_crash(tmp_path, tmpfs):
     """HDF5 cannot survive a full disk mid-file (the process crashed at exit, status 139): checked first."""
     save_dir = tmpfs("16m") / "weights"
-    result = train_in_subprocess(tmp_path, save_dir, "--epochs", "1")
+    data_path = str(tmp_path / "drinks")
+    write_book_dataset(data_path, num_train=4, num_test=2)
+    result = run_script(["--train", "--epochs", "1", "--seed", "0", "--workers", "1", *TINY, "--data-path", data_path,
+                         "--save-dir", str(save_dir)], tmp_path)
     lines = error_lines(result.stderr)
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -154,11 +124,13 @@ def test_a_disk_too_small_for_the_best_weights_exits_2_without_a_crash(tmp_path,
     assert not [name for name in os.listdir(save_dir) if ".partial" in name or name.endswith(".h5")]
 
 
-def test_a_really_full_disk_exits_2_without_a_traceback(tmp_path, tmpfs):
+def test_a_really_full_disk_exits_2_without_a_traceback(trained_run, tmp_path, tmpfs, run_cli):
     """The program on a filesystem that fills up: no traceback, no crash at exit, nothing lost."""
     small = tmpfs("256m")
     save_dir = small / "weights"
-    assert train_in_subprocess(tmp_path, save_dir, "--epochs", "1").returncode == 0
+    shutil.copytree(trained_run.save_dir, save_dir)
+    # The run's flags with the save folder on the small filesystem (the later --save-dir wins).
+    resume = [*trained_run.resume(trained_run.epochs + 1), "--save-dir", str(save_dir)]
     before = snapshot(save_dir)
     filler = small / "filler"
     with open(filler, "wb") as file:
@@ -168,7 +140,8 @@ def test_a_really_full_disk_exits_2_without_a_traceback(tmp_path, tmpfs):
                 file.flush()
         except OSError as error:
             assert error.errno == errno.ENOSPC
-    result = train_in_subprocess(tmp_path, save_dir, "--epochs", "3", "--resume")
+    # In a process of its own: HDF5 failing in C could crash it at exit.
+    result = run_script(resume, tmp_path)
     lines = error_lines(result.stderr)
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -176,9 +149,9 @@ def test_a_really_full_disk_exits_2_without_a_traceback(tmp_path, tmpfs):
     after = snapshot(save_dir)
     assert after == before, sorted(set(after) ^ set(before))
     filler.unlink()
-    resumed = train_in_subprocess(tmp_path, save_dir, "--epochs", "3", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert read_training_state(str(save_dir / STATE)).epochs_done == 3
+    status, _, err = run_cli(resume)
+    assert status == 0, err
+    assert read_training_state(str(save_dir / STATE)).epochs_done == trained_run.epochs + 1
 
 
 HOLD_LOCK = """
@@ -200,33 +173,27 @@ def hold_lock(save_dir, marker):
     return process
 
 
-def test_a_second_training_run_into_a_busy_save_dir_is_refused(trained_one_epoch, tmp_path, run_cli):
-    argv, save_dir = trained_one_epoch
+def test_a_busy_save_dir_is_refused_and_the_lock_of_a_killed_run_is_taken_over_with_a_notice(trained_run, tmp_path,
+                                                                                               run_cli):
+    save_dir = trained_run.save_dir
+    resume = trained_run.resume(trained_run.epochs + 1)
     holder = hold_lock(save_dir, tmp_path / "locked")
     try:
         before = snapshot(save_dir)
-        status, _, err = run_cli([*argv[:-1], "2", "--resume"])
+        status, _, err = run_cli(resume)
         assert status == 2 and err.count("\n") == 1
         assert f"another training run is using it (process {holder.pid}," in err
         assert snapshot(save_dir) == before
         # Evaluation only reads the folder: no lock needed.
-        status, _, err = run_cli(["--evaluate", *TINY, "--data-path", argv[argv.index("--data-path") + 1],
-                                  "--save-dir", str(save_dir), "--restore-weights",
-                                  "ResNet11v2-1layer-drinks-best-iou.weights.h5"])
+        status, _, err = run_cli(["--evaluate", *trained_run.flags, "--restore-weights", WEIGHTS])
         assert status == 0, err
     finally:
         holder.kill()
         holder.wait()
-
-
-def test_the_lock_of_a_killed_run_is_taken_over_with_a_notice(trained_one_epoch, tmp_path, run_cli):
-    argv, save_dir = trained_one_epoch
-    holder = hold_lock(save_dir, tmp_path / "locked")
-    holder.kill()
-    holder.wait()
+    # The holder killed, as a run is by SIGKILL or a crash: its lock file stays, and the next run takes it over.
     lock = save_dir / LOCK_FILE
     assert json.loads(lock.read_text())["pid"] == holder.pid
-    status, out, err = run_cli([*argv[:-1], "2", "--resume"])
+    status, out, err = run_cli(resume)
     assert status == 0, err
     assert f"taking over the lock left by a run that has ended (process {holder.pid}," in out
     assert not lock.exists()
