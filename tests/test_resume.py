@@ -11,17 +11,12 @@ import time
 
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH, snapshot, write_book_dataset
+from conftest import HEIGHT, RECORD, SCRIPT, STATE, TINY, WEIGHTS, WIDTH, error_lines, snapshot, write_book_dataset
 
 from model import build_model
 from segmentation.checkpoints import read_training_state
 from segmentation.paths import best_metrics_path, last_state_path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
-WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
-STATE = "ResNet11v2-1layer-drinks-last.state.npz"
 # Runs the real CLI in a subprocess, with one added callback that, at batch PAUSE_BATCH of
 # epoch PAUSE_EPOCH (0-based), creates PAUSE_MARKER and sleeps: the test then signals the
 # process there, in the middle of an epoch, every time.
@@ -55,12 +50,6 @@ def environment(**extra):
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
 
 
-def error_lines(stderr):
-    """stderr without TensorFlow's own C++ start-up lines."""
-    noise = ("WARNING: All log messages", "I0000", "W0000", "E0000")
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(noise)]
-
-
 def run_until_paused(args, cwd, epoch, batch, send):
     """Starts a training run, waits until it pauses mid-epoch, sends it `send`; returns the result."""
     marker = cwd / f"paused-{epoch}"
@@ -70,7 +59,7 @@ def run_until_paused(args, cwd, epoch, batch, send):
     )
     deadline = time.monotonic() + 300
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert marker.exists(), process.communicate(timeout=60)
     process.send_signal(send)
     stdout, stderr = process.communicate(timeout=120)
@@ -88,15 +77,24 @@ def load_into_tiny_model(path):
     return fcn
 
 
-def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path):
+def run_printed_command(line, cwd, run_cli, monkeypatch):
+    """Runs the resume command an interrupted run printed in `line`, in `cwd`, in-process (no signal is sent to it)."""
+    printed = shlex.split(line.split("resume with: ", 1)[1])
+    assert printed[:2] == ["python3", "fcn-12.3.1.py"] and printed[-1] == "--resume"
+    assert printed.count("--resume") == 1
+    monkeypatch.chdir(cwd)
+    return run_cli(printed[2:])
+
+
+def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path, run_cli, monkeypatch):
     data_path = tmp_path / "drinks"
-    write_book_dataset(str(data_path))
+    write_book_dataset(str(data_path), num_train=4, num_test=2)
     save_dir = tmp_path / "weights"
-    args = ["--train", "--epochs", "4", "--seed", "3", "--workers", "1", *TINY,
+    args = ["--train", "--epochs", "3", "--seed", "3", "--workers", "1", *TINY,
             "--data-path", str(data_path), "--save-dir", str(save_dir)]
 
     # SIGKILL in the middle of epoch 2: epoch 1's state and best weights survive whole.
-    status, _, _ = run_until_paused(args, tmp_path, epoch=1, batch=1, send=signal.SIGKILL)
+    status, _, _ = run_until_paused(args, tmp_path, epoch=1, batch=0, send=signal.SIGKILL)
     assert status == -signal.SIGKILL
     assert read_training_state(str(save_dir / STATE)).epochs_done == 1
     assert csv_epochs(save_dir) == [0]
@@ -104,10 +102,10 @@ def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path):
     assert not [name for name in os.listdir(save_dir) if ".partial" in name]
 
     # --resume continues with epoch 2; Ctrl-C in the middle of epoch 3 keeps epoch 2's state.
-    status, stdout, stderr = run_until_paused([*args, "--resume"], tmp_path, epoch=2, batch=1, send=signal.SIGINT)
+    status, stdout, stderr = run_until_paused([*args, "--resume"], tmp_path, epoch=2, batch=0, send=signal.SIGINT)
     assert status == 130, stderr
-    assert "Resuming" in stdout and "after epoch 1 of 4" in stdout and "Epoch 2/4" in stdout
-    assert "Epoch 1/4" not in stdout
+    assert "Resuming" in stdout and "after epoch 1 of 3" in stdout and "Epoch 2/3" in stdout
+    assert "Epoch 1/3" not in stdout
     lines = error_lines(stderr)
     assert len(lines) == 1 and "Traceback" not in stderr
     assert "interrupted;" in lines[0] and "resume with: python3 fcn-12.3.1.py --train" in lines[0]
@@ -115,21 +113,18 @@ def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path):
     assert read_training_state(str(save_dir / STATE)).epochs_done == 2
 
     # The very command it printed finishes the run: no gap, no duplicate epoch.
-    printed = shlex.split(lines[0].split("resume with: ", 1)[1])
-    assert printed[:2] == ["python3", "fcn-12.3.1.py"]
-    result = subprocess.run([sys.executable, SCRIPT, *printed[2:]], cwd=tmp_path, capture_output=True,
-                            text=True, env=environment(), timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "Epoch 3/4" in result.stdout and "Epoch 4/4" in result.stdout and "Epoch 2/4" not in result.stdout
-    assert csv_epochs(save_dir) == [0, 1, 2, 3]
+    status, out, err = run_printed_command(lines[0], tmp_path, run_cli, monkeypatch)
+    assert status == 0, err
+    assert "Epoch 3/3" in out and "Epoch 2/3" not in out
+    assert csv_epochs(save_dir) == [0, 1, 2]
     state = read_training_state(str(save_dir / STATE))
-    assert state.epochs_done == 4 and state.seed == 3
-    assert all(len(values) == 4 for values in state.history.values())
+    assert state.epochs_done == 3 and state.seed == 3
+    assert all(len(values) == 3 for values in state.history.values())
     miou_history = np.load(save_dir / "miou_history.npy")
     np.testing.assert_allclose(miou_history, state.history["test_miou"])
-    assert len(np.load(save_dir / "mpla_history.npy")) == 4
+    assert len(np.load(save_dir / "mpla_history.npy")) == 3
     # The best weights load, and their record holds the best epoch of the whole history.
-    record = json.loads((save_dir / "ResNet11v2-1layer-drinks-best-iou.json").read_text())
+    record = json.loads((save_dir / RECORD).read_text())
     assert record["test_miou"] == pytest.approx(miou_history.max())
     assert record["epoch"] == int(np.argmax(miou_history)) + 1
     assert record["settings"]["layers"] == 1 and record["settings"]["n_classes"] == 4
@@ -140,26 +135,23 @@ def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path):
 
 
 
-def test_sigterm_keeps_the_last_epoch_and_the_printed_command_finishes_the_run(tmp_path):
+def test_sigterm_keeps_the_last_epoch_and_the_printed_command_finishes_the_run(tmp_path, run_cli, monkeypatch):
     """SIGTERM (timeout, Slurm, Kubernetes, a preempted machine) is handled like Ctrl-C, with status 143."""
     data_path = tmp_path / "drinks"
-    write_book_dataset(str(data_path))
+    write_book_dataset(str(data_path), num_train=4, num_test=2)
     save_dir = tmp_path / "weights"
     args = ["--train", "--epochs", "3", "--seed", "5", "--workers", "1", *TINY,
             "--data-path", str(data_path), "--save-dir", str(save_dir)]
-    status, stdout, stderr = run_until_paused(args, tmp_path, epoch=1, batch=1, send=signal.SIGTERM)
+    status, stdout, stderr = run_until_paused(args, tmp_path, epoch=1, batch=0, send=signal.SIGTERM)
     assert status == 143, stderr
     lines = error_lines(stderr)
     assert len(lines) == 1 and "Traceback" not in stderr
     assert lines[0].startswith("fcn-12.3.1.py: terminated (SIGTERM); the state after the last completed epoch")
     assert read_training_state(str(save_dir / STATE)).epochs_done == 1
     assert not (save_dir / ".training.lock").exists()
-    printed = shlex.split(lines[0].split("resume with: ", 1)[1])
-    assert printed[:2] == ["python3", "fcn-12.3.1.py"] and printed[-1] == "--resume"
-    result = subprocess.run([sys.executable, SCRIPT, *printed[2:]], cwd=tmp_path, capture_output=True,
-                            text=True, env=environment(), timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "Epoch 2/3" in result.stdout and "Epoch 3/3" in result.stdout and "Epoch 1/3" not in result.stdout
+    status, out, err = run_printed_command(lines[0], tmp_path, run_cli, monkeypatch)
+    assert status == 0, err
+    assert "Epoch 2/3" in out and "Epoch 3/3" in out and "Epoch 1/3" not in out
     assert csv_epochs(save_dir) == [0, 1, 2]
     assert read_training_state(str(save_dir / STATE)).epochs_done == 3
 
