@@ -7,15 +7,11 @@ import numpy as np
 import pytest
 import skimage.io
 import tensorflow as tf
-from conftest import HEIGHT, WIDTH, write_book_dataset
+from conftest import TINY, write_book_dataset
 
-from segmentation import cli
 from segmentation.metrics import SegmentationScores
 from segmentation.report import Example, draw_report, pick_examples
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "fcn-12.3.1.py")
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -78,18 +74,6 @@ def test_draw_report_has_curves_bars_confusion_and_triptychs():
     assert cells == ["0.00", "0.00", f"{20 / 48:.2f}", f"{28 / 48:.2f}"]
 
 
-@pytest.fixture(scope="module")
-def trained_with_logs(tmp_path_factory):
-    """One 2-epoch in-process training run with --tensorboard."""
-    workdir = tmp_path_factory.mktemp("report")
-    data_path = str(workdir / "drinks")
-    write_book_dataset(data_path, num_train=4, num_test=3)
-    argv = ["--train", "--epochs", "2", "--seed", "0", "--workers", "1", *TINY, "--data-path", data_path,
-            "--save-dir", str(workdir / "weights"), "--tensorboard", str(workdir / "logs")]
-    status = cli.main(argv)
-    return workdir, status
-
-
 def read_scalars(event_file):
     """{tag: {step: value}} of the scalars in a TensorBoard event file."""
     scalars = {}
@@ -100,30 +84,27 @@ def read_scalars(event_file):
     return scalars
 
 
-def test_training_writes_tensorboard_events(trained_with_logs):
-    workdir, status = trained_with_logs
-    assert status == 0
-    events = glob.glob(str(workdir / "logs" / "train" / "events.out.tfevents.*"))
+def test_training_writes_tensorboard_events(trained_run):
+    # The shared tiny run trained with --tensorboard logs/.
+    events = glob.glob(str(trained_run.folder / "logs" / "train" / "events.out.tfevents.*"))
     assert len(events) == 1
     scalars = read_scalars(events[0])
     assert {"epoch_loss", "epoch_learning_rate", "epoch_test_miou", "epoch_test_pixel_accuracy"} <= set(scalars)
     # The same numbers as history.csv, epoch for epoch.
-    header, *rows = (workdir / "weights" / "history.csv").read_text().splitlines()
+    header, *rows = (trained_run.save_dir / "history.csv").read_text().splitlines()
     miou_column = header.split(",").index("test_miou")
     expected = {int(row.split(",")[0]): float(row.split(",")[miou_column]) for row in rows}
-    assert scalars["epoch_test_miou"] == pytest.approx(expected) and len(expected) == 2
+    assert scalars["epoch_test_miou"] == pytest.approx(expected) and len(expected) == trained_run.epochs
 
 
-def test_training_ends_with_a_one_page_report(trained_with_logs):
-    workdir, status = trained_with_logs
-    assert status == 0
-    report = workdir / "weights" / "report.png"
+def test_training_ends_with_a_one_page_report(trained_run):
+    report = trained_run.save_dir / "report.png"
     assert report.read_bytes().startswith(PNG_SIGNATURE)
     page = skimage.io.imread(report)
     # 18 inches wide at 80 dpi; 4.5 inches for the top row and 3.6 for each of the three triptychs.
     assert page.shape[:2] == (round((4.5 + 3 * 3.6) * 80), 18 * 80)
     assert page.std() > 10
-    assert not [name for name in os.listdir(workdir / "weights") if "partial" in name]
+    assert not [name for name in os.listdir(trained_run.save_dir) if "partial" in name]
 
 
 def test_tensorboard_is_used_with_train(tmp_path, run_cli):
