@@ -6,17 +6,14 @@ import os
 import h5py
 import keras
 import numpy as np
-from conftest import HEIGHT, N_CLASSES, WIDTH
+from conftest import HEIGHT, N_CLASSES, STATE, TINY, WEIGHTS, WIDTH
 
 from model import AUX_OUTPUT_NAME, build_model, build_training_model
 from segmentation.checkpoints import TrainingState, restore_training_state, restore_weights, save_training_state
 from segmentation.config import RunConfig
 from segmentation.training import compile_for_training
 
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--head-filters", "8", "--jit-compile", "off"]
-WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
-STATE = "ResNet11v2-1layer-drinks-last.state.npz"
+FLAGS = [*TINY, "--head-filters", "8", "--jit-compile", "off"]
 
 
 def tiny_fcn():
@@ -43,7 +40,7 @@ def test_the_training_model_shares_the_fcn_and_adds_only_the_head():
 def test_training_logs_the_aux_loss_and_saves_the_plain_fcn(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     save_dir = str(tmp_path / "weights")
-    common = [*TINY, "--data-path", data_path, "--save-dir", save_dir, "--train", "--seed", "0", "--aux-loss", "0.4"]
+    common = [*FLAGS, "--data-path", data_path, "--save-dir", save_dir, "--train", "--seed", "0", "--aux-loss", "0.4"]
     status, out, err = run_cli([*common, "--epochs", "1"])
     assert status == 0, err
     with open(os.path.join(save_dir, "history.csv")) as file:

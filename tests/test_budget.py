@@ -9,14 +9,11 @@ import types
 import keras
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH
+from conftest import TINY
 
 from segmentation.budget import REPORT_SECONDS, Plan, TimeBudget, plan_steps
 from segmentation.checkpoints import read_training_state
 from segmentation.schedules import LearningRateLogger, WarmupCosine, warmup_cosine
-
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fcn-12.3.1.py")
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2"]
 
 
 def test_plan_takes_the_steps_that_fit_with_an_evaluation_after_each_epoch():

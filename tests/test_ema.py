@@ -5,7 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import HEIGHT, N_CLASSES, WIDTH
+from conftest import HEIGHT, N_CLASSES, STATE, TINY, WEIGHTS, WIDTH
 
 from model import build_model
 from segmentation.averaging import averaged_weights, moving_averages
@@ -19,10 +19,7 @@ from segmentation.config import RunConfig
 from segmentation.training import compile_for_training
 
 MOMENTUM = 0.5
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--head-filters", "8", "--jit-compile", "off"]
-WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
-STATE = "ResNet11v2-1layer-drinks-last.state.npz"
+FLAGS = [*TINY, "--head-filters", "8", "--jit-compile", "off"]
 
 
 def small_model():
@@ -102,7 +99,7 @@ def fcn_with_state(save_dir):
 def test_the_best_weights_are_the_average_and_the_state_keeps_both(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     save_dir = str(tmp_path / "weights")
-    status, out, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", save_dir, "--train", "--seed", "0",
+    status, out, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", save_dir, "--train", "--seed", "0",
                                 "--ema", str(MOMENTUM), "--learning-rate", "0.01", "--epochs", "1"])
     assert status == 0, err
     assert "mIoU improved" in out  # epoch 1 saved the best weights

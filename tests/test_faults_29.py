@@ -16,6 +16,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import TINY
 
 from segmentation.callbacks import Patience
 from segmentation.checkpoints import TrainingState, read_training_state
@@ -110,8 +111,7 @@ def test_a_buffer_referred_to_thousands_of_times_is_refused_fast_in_little_memor
 
 
 # === One line for every bad input of a run ===
-TINY = ["--height", "64", "--width", "64", "--layers", "1", "--depth", "11", "--head-filters", "8",
-        "--batch-size", "2", "--precision", "float32", "--jit-compile", "off"]
+FLAGS = [*TINY, "--head-filters", "8", "--precision", "float32", "--jit-compile", "off"]
 
 
 def assert_one_line(status, err, *fragments):
@@ -136,7 +136,7 @@ def test_npy_labels_of_more_than_255_classes_are_refused_in_one_line(book_datase
     for split in ("train", "test"):
         np.save(os.path.join(data_path, f"segmentation_{split}.npy"), one_hot_masks(splits[split], n_classes))
     save_dir = tmp_path / "weights"
-    status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(save_dir), "--train",
+    status, _, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", str(save_dir), "--train",
                               "--epochs", "1"])
     assert_one_line(status, err, "segmentation_t", f"{n_classes} classes", "at most 255")
     assert not save_dir.exists()
@@ -154,7 +154,7 @@ def test_a_mask_folder_named_with_more_than_255_classes_is_refused(tmp_path):
 def test_a_negative_seed_is_refused_in_one_line(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     for seed in ("-1", str(2**32)):
-        status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"),
+        status, _, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"),
                                   "--train", "--epochs", "1", "--seed", seed])
         assert_one_line(status, err, f"--seed {seed}", "0 to 4294967295")
     assert not (tmp_path / "weights").exists()
@@ -165,7 +165,7 @@ def test_a_deeply_nested_classes_json_is_refused_in_one_line(book_dataset, tmp_p
     names = os.path.join(data_path, "segmentation_train.classes.json")
     with open(names, "w", encoding="utf-8") as file:
         file.write('{"class_names": ' + "[" * 200_000 + "]" * 200_000 + "}")
-    status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"),
+    status, _, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"),
                               "--train", "--epochs", "1"])
     assert_one_line(status, err, names, "nested too deeply")
 
@@ -194,7 +194,7 @@ def refuse_to_list(monkeypatch, folder):
 def test_an_unreadable_data_folder_is_refused_in_one_line(book_dataset, tmp_path, run_cli, monkeypatch):
     data_path, _ = book_dataset
     refuse_to_list(monkeypatch, data_path)
-    status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"),
+    status, _, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", str(tmp_path / "weights"),
                               "--train", "--epochs", "1"])
     assert_one_line(status, err, data_path, "Permission denied", "--data-path")
     assert not (tmp_path / "weights").exists()
@@ -283,7 +283,7 @@ HISTORY_FILES = ("history.csv", "miou_history.npy", "mpla_history.npy", "report.
 def test_a_second_network_does_not_replace_the_first_ones_histories(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     save_dir = tmp_path / "weights"
-    common = [*TINY, "--data-path", data_path, "--save-dir", str(save_dir), "--train", "--epochs", "1"]
+    common = [*FLAGS, "--data-path", data_path, "--save-dir", str(save_dir), "--train", "--epochs", "1"]
     status, _, err = run_cli([*common, "--seed", "0"])
     assert status == 0, err
     before = {name: (save_dir / name).read_bytes() for name in HISTORY_FILES}
@@ -345,12 +345,13 @@ def test_a_resume_over_another_runs_histories_is_refused_and_overwrite_lets_a_fr
 def test_an_unreadable_predict_dir_is_refused_in_one_line(book_dataset, tmp_path, run_cli, monkeypatch):
     data_path, _ = book_dataset
     save_dir = tmp_path / "weights"
-    status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(save_dir), "--train", "--epochs", "1"])
+    status, _, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", str(save_dir), "--train",
+                              "--epochs", "1"])
     assert status == 0, err
     folder = tmp_path / "photos"
     folder.mkdir()
     refuse_to_list(monkeypatch, folder)
-    status, _, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", str(save_dir), "--predict-dir",
+    status, _, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", str(save_dir), "--predict-dir",
                               str(folder), "--predict-output", str(tmp_path / "masks"),
                               "--restore-weights", "ResNet11v2-1layer-drinks-best-iou.weights.h5"])
     assert_one_line(status, err, str(folder), "Permission denied")

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH
+from conftest import HEIGHT, TINY, WIDTH
 
 from segmentation import callbacks
 from segmentation.callbacks import Patience
@@ -16,8 +16,7 @@ from segmentation.errors import UsageError
 from segmentation.paths import RunFiles
 from segmentation.training import plan_training
 
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--head-filters", "8", "--jit-compile", "off"]
+FLAGS = [*TINY, "--head-filters", "8", "--jit-compile", "off"]
 
 
 def new_state(history=None, waited=0):
@@ -91,7 +90,7 @@ def test_training_stops_and_its_state_records_the_count(book_dataset, tmp_path, 
     data_path, _ = book_dataset
     save_dir = str(tmp_path / "weights")
     scripted_miou(monkeypatch, [0.3, 0.2, 0.25, 0.9])
-    status, out, err = run_cli([*TINY, "--data-path", data_path, "--save-dir", save_dir, "--train", "--seed", "0",
+    status, out, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", save_dir, "--train", "--seed", "0",
                                 "--epochs", "4", "--patience", "1"])
     assert status == 0, err
     assert "Stopping early after epoch 2" in out and "Epoch 3/4" not in out

@@ -5,7 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH
+from conftest import HEIGHT, TINY, WEIGHTS, WIDTH
 
 from data_generator import DataGenerator
 from model import build_model
@@ -18,9 +18,7 @@ from segmentation.images import read_image
 from segmentation.precise_bn import batchnorm_layers, recompute_batchnorm_statistics, statistics_batches
 from segmentation.remat import recompute_in_backward
 
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--head-filters", "8", "--precision", "float32", "--jit-compile", "off", "--seed", "0"]
-WEIGHTS = "ResNet11v2-1layer-drinks-best-iou.weights.h5"
+FLAGS = [*TINY, "--head-filters", "8", "--precision", "float32", "--jit-compile", "off", "--seed", "0"]
 MOMENTUM = 0.9
 
 
@@ -195,7 +193,7 @@ def test_the_saved_best_weights_hold_the_statistics_of_their_own_weights(book_da
     data_path, splits = book_dataset
     save_dir = tmp_path / "weights"
     # --ema: the statistics must be those of the averaged weights, the ones saved; --augment: read unaugmented.
-    status, _, err = run_cli(["--train", "--epochs", "1", "--precise-bn", "--ema", "0.5", "--augment", *TINY,
+    status, _, err = run_cli(["--train", "--epochs", "1", "--precise-bn", "--ema", "0.5", "--augment", *FLAGS,
                               "--data-path", data_path, "--save-dir", str(save_dir)])
     assert status == 0, err
     assert len(recorded_passes) == 1
@@ -218,7 +216,7 @@ def test_the_saved_best_weights_hold_the_statistics_of_their_own_weights(book_da
 
 def test_without_the_flag_no_pass_runs(book_dataset, tmp_path, run_cli, recorded_passes):
     data_path, _ = book_dataset
-    status, _, err = run_cli(["--train", "--epochs", "1", *TINY, "--data-path", data_path,
+    status, _, err = run_cli(["--train", "--epochs", "1", *FLAGS, "--data-path", data_path,
                               "--save-dir", str(tmp_path / "weights")])
     assert status == 0, err
     assert recorded_passes == []

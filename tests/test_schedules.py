@@ -7,14 +7,13 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import HEIGHT, WIDTH
+from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segmentation.schedules import LearningRateLogger, WarmupCosine, lr_schedule_code, lr_schedule_text, warmup_cosine
 
-TINY = ["--height", str(HEIGHT), "--width", str(WIDTH), "--layers", "1", "--depth", "11", "--batch-size", "2",
-        "--head-filters", "8", "--jit-compile", "off"]
+FLAGS = [*TINY, "--head-filters", "8", "--jit-compile", "off"]
 
 
 @pytest.mark.parametrize(
@@ -175,7 +174,7 @@ def test_a_run_resumed_with_more_epochs_goes_on_from_its_rate_and_a_finished_one
         book_dataset, tmp_path, run_cli, monkeypatch):
     data_path, _ = book_dataset
     save_dir = str(tmp_path / "weights")
-    argv = ["--train", *TINY, "--data-path", data_path, "--save-dir", save_dir, "--seed", "0",
+    argv = ["--train", *FLAGS, "--data-path", data_path, "--save-dir", save_dir, "--seed", "0",
             "--lr-schedule", "cosine", "--learning-rate", "3e-3"]
     fit = keras.Model.fit
     with monkeypatch.context() as patch:
