@@ -6,13 +6,11 @@ import os
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import ROOT, run_script
 from skimage import io
 
 from segmentation.tools import ground_truth
 
 HEIGHT, WIDTH = 64, 96
-CONVERTER = os.path.join(ROOT, "utils", "generate_gt_segmentation.py")
 
 
 def write_image(path, height=HEIGHT, width=WIDTH, rect=None):
@@ -168,13 +166,3 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, conte
     assert not output.exists()
     written = [name for name in os.listdir(tmp_path) if name not in before]
     assert all(not files for _, _, files in os.walk(tmp_path / "figs")) and written in ([], ["figs"])
-
-
-def test_script_exit_status_and_no_traceback(tmp_path):
-    (tmp_path / "segmentation_train.json").write_text("[]")
-    result = run_script(["-p", str(tmp_path), "--save-filename", str(tmp_path / "out.npy")], tmp_path,
-                        script=CONVERTER, timeout=120)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "not a VIA project" in result.stderr and not (tmp_path / "out.npy").exists()

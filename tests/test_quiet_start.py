@@ -98,7 +98,7 @@ def test_what_the_body_printed_comes_back_when_it_raises():
 
 def test_a_tiny_training_run_prints_no_start_up_line_and_no_warning(tmp_path):
     data_path = tmp_path / "drinks"
-    write_book_dataset(str(data_path))
+    write_book_dataset(str(data_path), num_train=4, num_test=2)
     result = run_script(["--train", *TINY, "--epochs", "1", "--data-path", str(data_path),
                          "--save-dir", str(tmp_path / "weights")], tmp_path, env=environment())
     output = result.stdout + result.stderr
