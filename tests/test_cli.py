@@ -15,8 +15,8 @@ def test_training_writes_weights_histories_and_csv(tmp_path):
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=4, num_test=2)
     save_dir = tmp_path / "weights"
-    # A real 2-epoch run in a fresh interpreter, with XLA on, as the demo runs it: the compiled path must work
-    # end to end.
+    # A real 2-epoch run in a fresh interpreter, as a reader starts it, and the suite's one run with XLA on: the
+    # compiled path must work end to end.
     result = run_script(["--train", "--epochs", "2", "--seed", "1", "--workers", "2", "--jit-compile", "on", *TINY,
                          "--data-path", data_path, "--save-dir", str(save_dir)], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -124,8 +124,9 @@ def test_summary_prints_both_models(book_dataset, tmp_path, run_cli):
     assert (tmp_path / "w" / "fcn.png").is_file() or "pip install pydot" in out
 
 
-def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(book_dataset, tmp_path, run_cli):
-    data_path, _ = book_dataset
+def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(tmp_path, run_cli):
+    data_path = str(tmp_path / "drinks")
+    write_book_dataset(data_path, num_train=4, num_test=2)
     common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights")]
     recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice", "--precision", "float32",
               "--bn-momentum", "0.9", "--passes", "2", "--remat"]
