@@ -6,20 +6,24 @@ import os
 import numpy as np
 import pytest
 from conftest import RECORD, STATE, TINY, WEIGHTS, run_script, write_book_dataset
+from test_quiet_start import NOISE, environment
 
 from segmentation.checkpoints import read_training_state
 from segmentation.precision import default_precision
 
 
-def test_training_writes_weights_histories_and_csv(tmp_path):
+def test_training_writes_weights_histories_and_csv_and_no_start_up_line_or_warning(tmp_path):
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=4, num_test=2)
     save_dir = tmp_path / "weights"
-    # A real 2-epoch run in a fresh interpreter, as a reader starts it, and the suite's one run with XLA on: the
-    # compiled path must work end to end.
+    # A real 2-epoch run in a fresh interpreter and environment, as a reader starts it, and the suite's one run with
+    # XLA on: the compiled path must work end to end.
     result = run_script(["--train", "--epochs", "2", "--seed", "1", "--workers", "2", "--jit-compile", "on", *TINY,
-                         "--data-path", data_path, "--save-dir", str(save_dir)], tmp_path)
-    assert result.returncode == 0, result.stderr
+                         "--data-path", data_path, "--save-dir", str(save_dir)], tmp_path, env=environment())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    # The quiet start (tests/test_quiet_start.py): no TensorFlow start-up line, no warning.
+    assert NOISE.findall(output) == [], output[-3000:]
     assert (save_dir / WEIGHTS).is_file()
     assert len(np.load(save_dir / "miou_history.npy")) == 2
     assert len(np.load(save_dir / "mpla_history.npy")) == 2
