@@ -16,7 +16,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, WEIGHTS
 
 from segmentation.callbacks import Patience
 from segmentation.checkpoints import TrainingState, read_training_state
@@ -280,12 +280,9 @@ def test_a_resumed_val_split_holds_out_the_images_the_run_held_out(book_dataset,
 HISTORY_FILES = ("history.csv", "miou_history.npy", "mpla_history.npy", "report.png")
 
 
-def test_a_second_network_does_not_replace_the_first_ones_histories(book_dataset, tmp_path, run_cli):
-    data_path, _ = book_dataset
-    save_dir = tmp_path / "weights"
-    common = [*FLAGS, "--data-path", data_path, "--save-dir", str(save_dir), "--train", "--epochs", "1"]
-    status, _, err = run_cli([*common, "--seed", "0"])
-    assert status == 0, err
+def test_a_second_network_does_not_replace_the_first_ones_histories(trained_run, run_cli):
+    save_dir = trained_run.save_dir
+    common = [*trained_run.flags, "--train", "--epochs", "1"]
     before = {name: (save_dir / name).read_bytes() for name in HISTORY_FILES}
     listing = sorted(os.listdir(save_dir))
     status, _, err = run_cli([*common, "--depth", "20"])
@@ -342,17 +339,11 @@ def test_a_resume_over_another_runs_histories_is_refused_and_overwrite_lets_a_fr
     assert plan_training(other, settings, resume=False, overwrite=True, epochs=5, seed=0).epochs_done == 0
 
 
-def test_an_unreadable_predict_dir_is_refused_in_one_line(book_dataset, tmp_path, run_cli, monkeypatch):
-    data_path, _ = book_dataset
-    save_dir = tmp_path / "weights"
-    status, _, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", str(save_dir), "--train",
-                              "--epochs", "1"])
-    assert status == 0, err
+def test_an_unreadable_predict_dir_is_refused_in_one_line(trained_run, tmp_path, run_cli, monkeypatch):
     folder = tmp_path / "photos"
     folder.mkdir()
     refuse_to_list(monkeypatch, folder)
-    status, _, err = run_cli([*FLAGS, "--data-path", data_path, "--save-dir", str(save_dir), "--predict-dir",
-                              str(folder), "--predict-output", str(tmp_path / "masks"),
-                              "--restore-weights", "ResNet11v2-1layer-drinks-best-iou.weights.h5"])
+    status, _, err = run_cli([*trained_run.flags, "--predict-dir", str(folder), "--predict-output",
+                              str(tmp_path / "masks"), "--restore-weights", WEIGHTS])
     assert_one_line(status, err, str(folder), "Permission denied")
     assert not (tmp_path / "masks").exists()

@@ -1,7 +1,5 @@
 """--head-filters: the head's width is a choice, the book's 256 the default, and weights keep their width."""
 
-import os
-
 import pytest
 from conftest import TINY, WEIGHTS
 
@@ -30,28 +28,25 @@ def test_the_head_needs_a_filter():
         build_model((64, 64, 3), n_layers=1, n=1, head_filters=0)
 
 
-def test_weights_of_another_width_are_refused_naming_both(book_dataset, tmp_path, run_cli):
-    data_path, _ = book_dataset
-    save_dir = str(tmp_path / "weights")
-    common = [*TINY, "--data-path", data_path, "--save-dir", save_dir]
-    status, _, err = run_cli(["--train", "--epochs", "1", "--head-filters", "8", "--seed", "0", *common])
-    assert status == 0, err
-    weights = os.path.join(save_dir, WEIGHTS)
+def test_weights_of_another_width_are_refused_naming_both(trained_run, run_cli):
+    # The shared tiny run trained with --head-filters 8; the later --head-filters of an argv wins.
+    book_width = ["--head-filters", str(HEAD_FILTERS)]
+    weights = str(trained_run.save_dir / WEIGHTS)
     assert head_filters_of_weights(weights) == 8
     assert read_best_metrics(weights)["settings"]["head_filters"] == 8
 
-    status, _, err = run_cli(["--evaluate", "--restore-weights", WEIGHTS, *common])
+    status, _, err = run_cli(["--evaluate", "--restore-weights", WEIGHTS, *trained_run.flags, *book_width])
     assert status == 2
     assert f"{weights}: these weights have a 8-filter head and the network a 256-filter one; " \
            "give --head-filters 8 to load them." in err
-    status, _, err = run_cli(["--evaluate", "--restore-weights", WEIGHTS, "--head-filters", "8", *common])
+    status, _, err = run_cli(["--evaluate", "--restore-weights", WEIGHTS, *trained_run.flags])
     assert status == 0, err
 
     # The width is one of the settings --resume checks, and a new run of another width does not replace
     # the best weights unasked.
-    status, _, err = run_cli(["--train", "--epochs", "2", "--head-filters", "16", "--seed", "0", *common, "--resume"])
+    status, _, err = run_cli([*trained_run.resume(trained_run.epochs + 1), "--head-filters", "16"])
     assert status == 2 and "head_filters" in err
-    status, _, err = run_cli(["--train", "--epochs", "1", "--seed", "0", *common])
+    status, _, err = run_cli(["--train", "--epochs", "1", "--seed", "0", *trained_run.flags, *book_width])
     assert status == 2
     assert "best weights of a 8-filter head with the book decoder are in the way of this run's 256-filter" in err
     assert head_filters_of_weights(weights) == 8
