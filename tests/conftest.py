@@ -1,7 +1,9 @@
 """Shared fixtures and constants: the tiny network's flags, tiny data sets in the book's format, one trained tiny
 run per test process, the command line run in-process or as a script, --run-slow and --force-cpu-bf16."""
 
+import contextlib
 import dataclasses
+import io
 import os
 import pathlib
 import shutil
@@ -175,6 +177,7 @@ class TrainedRun:
         flags: list of str. The run's network, data set and save folder: with `--evaluate` or
             `--restore-weights`, they use its weights; `resume(epochs)` trains it on.
         epochs: int. The epochs it has trained.
+        printed: str. What its training printed on stdout.
     """
 
     folder: pathlib.Path
@@ -182,6 +185,7 @@ class TrainedRun:
     save_dir: pathlib.Path
     flags: list
     epochs: int
+    printed: str = ""
 
     def resume(self, epochs):
         """The argv that resumes the run up to `epochs` epochs."""
@@ -189,8 +193,8 @@ class TrainedRun:
 
 
 
-def trained_run_in(folder):
-    """The `TrainedRun` whose files are under `folder`."""
+def trained_run_in(folder, printed=""):
+    """The `TrainedRun` whose files are under `folder` and whose training printed `printed`."""
     folder = pathlib.Path(folder)
     data_path = str(folder / "drinks")
     save_dir = folder / "weights"
@@ -198,25 +202,31 @@ def trained_run_in(folder):
     # (always float32) scores the weights as the training did.
     flags = [*TINY, "--head-filters", "8", "--precision", "float32", "--data-path", data_path,
              "--save-dir", str(save_dir)]
-    return TrainedRun(folder, data_path, save_dir, flags, TRAINED_EPOCHS)
+    return TrainedRun(folder, data_path, save_dir, flags, TRAINED_EPOCHS, printed)
 
 
 @pytest.fixture(scope="session")
 def shared_tiny_run(tmp_path_factory):
-    """The folder of one tiny seeded training run, trained once per test process; tests copy it (`trained_run`)."""
+    """One tiny seeded training run, trained once per test process: (its folder, what it printed on stdout).
+
+    Tests take a copy of it (`trained_run`).
+    """
     run = trained_run_in(tmp_path_factory.mktemp("tiny-run"))
     write_book_dataset(run.data_path, num_train=4, num_test=3)
     argv = ["--train", "--epochs", str(run.epochs), "--seed", "0", "--workers", "1", *run.flags,
             "--tensorboard", str(run.folder / "logs")]
+    printed = io.StringIO()
     # cli.main puts back the dtype policy, the seeds and the logging it changes.
-    status = cli.main(argv)
-    assert status == 0, "the shared tiny training run failed"
-    return run.folder
+    with contextlib.redirect_stdout(printed):
+        status = cli.main(argv)
+    assert status == 0, f"the shared tiny training run failed: {printed.getvalue()[-3000:]}"
+    return run.folder, printed.getvalue()
 
 
 @pytest.fixture
 def trained_run(shared_tiny_run, tmp_path):
     """A fresh copy of the shared tiny run in the test's tmp_path (a `TrainedRun`): the test may change its files."""
+    source, printed = shared_tiny_run
     folder = tmp_path / "trained"
-    shutil.copytree(shared_tiny_run, folder)
-    return trained_run_in(folder)
+    shutil.copytree(source, folder)
+    return trained_run_in(folder, printed)
