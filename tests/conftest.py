@@ -16,13 +16,8 @@ import skimage.io
 
 from segmentation.quiet import LOG_LEVEL_VARIABLE, quiet_start
 
-# TensorFlow loads here, in every test process (pytest-xdist's controller too): without its start-up lines,
-# and with the environment put back as it was, so the programs the tests start choose their own log level.
-_user_log_level = os.environ.get(LOG_LEVEL_VARIABLE)
-with quiet_start([]):
-    from segmentation import cli, precision
-if _user_log_level is None:
-    os.environ.pop(LOG_LEVEL_VARIABLE, None)
+# The program's modules, loaded by `pytest_configure`.
+cli = precision = None
 
 HEIGHT, WIDTH = 64, 64
 N_CLASSES = 4
@@ -45,6 +40,22 @@ def pytest_addoption(parser):
                      help="run every in-process command line as on a CPU whose flags list avx512_bf16, so that "
                           "--precision auto trains in mixed bfloat16 on any CPU (the programs tests start in "
                           "subprocesses read this CPU's flags)")
+
+
+def pytest_configure(config):
+    """Loads TensorFlow in every process that runs tests, without its start-up lines, before the test files do.
+
+    The environment is put back as it was, so the programs the tests start choose their own log level.
+    pytest-xdist's controller runs no test, so it starts its workers without waiting for TensorFlow.
+    """
+    global cli, precision
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    user_log_level = os.environ.get(LOG_LEVEL_VARIABLE)
+    with quiet_start([]):
+        from segmentation import cli, precision
+    if user_log_level is None:
+        os.environ.pop(LOG_LEVEL_VARIABLE, None)
 
 
 def pytest_collection_modifyitems(config, items):
