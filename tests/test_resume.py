@@ -52,7 +52,8 @@ def environment(**extra):
 
 def run_until_paused(args, cwd, epoch, batch, send):
     """Starts a training run, waits until it pauses mid-epoch, sends it `send`; returns the result."""
-    marker = cwd / f"paused-{epoch}"
+    marker = cwd / "paused"
+    marker.unlink(missing_ok=True)  # an earlier run's
     process = subprocess.Popen(
         [sys.executable, "-c", LAUNCHER, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=environment(PAUSE_EPOCH=str(epoch), PAUSE_BATCH=str(batch), PAUSE_MARKER=str(marker)),
@@ -77,16 +78,20 @@ def load_into_tiny_model(path):
     return fcn
 
 
-def run_printed_command(line, cwd, run_cli, monkeypatch):
-    """Runs the resume command an interrupted run printed in `line`, in `cwd`, in-process (no signal is sent to it)."""
+def printed_command(line):
+    """The arguments of the resume command an interrupted run printed in `line`, after `python3 fcn-12.3.1.py`."""
     printed = shlex.split(line.split("resume with: ", 1)[1])
     assert printed[:2] == ["python3", "fcn-12.3.1.py"] and printed[-1] == "--resume"
     assert printed.count("--resume") == 1
-    monkeypatch.chdir(cwd)
-    return run_cli(printed[2:])
+    return printed[2:]
 
 
-def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path, run_cli, monkeypatch):
+def test_a_killed_run_resumes_and_sigterm_and_ctrl_c_keep_the_last_epoch_for_the_command_they_print(
+        tmp_path, run_cli, monkeypatch):
+    """SIGKILL, SIGTERM (timeout, Slurm, Kubernetes, a preempted machine) and Ctrl-C, each in the middle of an epoch.
+
+    SIGTERM is handled like Ctrl-C, with status 143 instead of 130; each resumed run goes on where the last ended.
+    """
     data_path = tmp_path / "drinks"
     write_book_dataset(str(data_path), num_train=4, num_test=2)
     save_dir = tmp_path / "weights"
@@ -101,19 +106,32 @@ def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path, run_cli, monkeypatc
     load_into_tiny_model(str(save_dir / WEIGHTS))
     assert not [name for name in os.listdir(save_dir) if ".partial" in name]
 
-    # --resume continues with epoch 2; Ctrl-C in the middle of epoch 3 keeps epoch 2's state.
-    status, stdout, stderr = run_until_paused([*args, "--resume"], tmp_path, epoch=2, batch=0, send=signal.SIGINT)
-    assert status == 130, stderr
+    # --resume continues with epoch 2; SIGTERM in its middle keeps epoch 1's state and frees the save folder.
+    status, stdout, stderr = run_until_paused([*args, "--resume"], tmp_path, epoch=1, batch=0, send=signal.SIGTERM)
+    assert status == 143, stderr
     assert "Resuming" in stdout and "after epoch 1 of 3" in stdout and "Epoch 2/3" in stdout
     assert "Epoch 1/3" not in stdout
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "Traceback" not in stderr
+    assert lines[0].startswith("fcn-12.3.1.py: terminated (SIGTERM); the state after the last completed epoch")
+    assert read_training_state(str(save_dir / STATE)).epochs_done == 1
+    assert not (save_dir / ".training.lock").exists()
+
+    # The command it printed goes on with epoch 2; Ctrl-C in the middle of epoch 3 keeps epoch 2's state.
+    status, stdout, stderr = run_until_paused(printed_command(lines[0]), tmp_path, epoch=2, batch=0,
+                                              send=signal.SIGINT)
+    assert status == 130, stderr
+    assert "Epoch 2/3" in stdout and "Epoch 1/3" not in stdout
     lines = error_lines(stderr)
     assert len(lines) == 1 and "Traceback" not in stderr
     assert "interrupted;" in lines[0] and "resume with: python3 fcn-12.3.1.py --train" in lines[0]
     assert lines[0].endswith("--resume") and lines[0].count("--resume") == 1
     assert read_training_state(str(save_dir / STATE)).epochs_done == 2
 
-    # The very command it printed finishes the run: no gap, no duplicate epoch.
-    status, out, err = run_printed_command(lines[0], tmp_path, run_cli, monkeypatch)
+    # The very command it printed finishes the run (in-process: no signal is sent to it): no gap, no duplicate
+    # epoch.
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_cli(printed_command(lines[0]))
     assert status == 0, err
     assert "Epoch 3/3" in out and "Epoch 2/3" not in out
     assert csv_epochs(save_dir) == [0, 1, 2]
@@ -131,29 +149,6 @@ def test_killed_run_resumes_and_ctrl_c_saves_state(tmp_path, run_cli, monkeypatc
     load_into_tiny_model(str(save_dir / WEIGHTS))
     assert not [name for name in os.listdir(save_dir) if ".partial" in name]
 
-
-
-
-
-def test_sigterm_keeps_the_last_epoch_and_the_printed_command_finishes_the_run(tmp_path, run_cli, monkeypatch):
-    """SIGTERM (timeout, Slurm, Kubernetes, a preempted machine) is handled like Ctrl-C, with status 143."""
-    data_path = tmp_path / "drinks"
-    write_book_dataset(str(data_path), num_train=4, num_test=2)
-    save_dir = tmp_path / "weights"
-    args = ["--train", "--epochs", "3", "--seed", "5", "--workers", "1", *TINY,
-            "--data-path", str(data_path), "--save-dir", str(save_dir)]
-    status, stdout, stderr = run_until_paused(args, tmp_path, epoch=1, batch=0, send=signal.SIGTERM)
-    assert status == 143, stderr
-    lines = error_lines(stderr)
-    assert len(lines) == 1 and "Traceback" not in stderr
-    assert lines[0].startswith("fcn-12.3.1.py: terminated (SIGTERM); the state after the last completed epoch")
-    assert read_training_state(str(save_dir / STATE)).epochs_done == 1
-    assert not (save_dir / ".training.lock").exists()
-    status, out, err = run_printed_command(lines[0], tmp_path, run_cli, monkeypatch)
-    assert status == 0, err
-    assert "Epoch 2/3" in out and "Epoch 3/3" in out and "Epoch 1/3" not in out
-    assert csv_epochs(save_dir) == [0, 1, 2]
-    assert read_training_state(str(save_dir / STATE)).epochs_done == 3
 
 def save_tiny_best(save_dir, miou):
     """A best-weights file and its metrics record claiming `miou`."""
