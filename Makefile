@@ -30,9 +30,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt --editable .
 	touch $@
 
-# Two test processes, a test file each at a time (pytest-xdist); then the tests that time the program, alone.
+# Two test processes, a test file each at a time (pytest-xdist), in collection order, which puts the longest files
+# first (tests/conftest.py): xdist's own order, by test count, leaves them last; then the tests that time the
+# program, alone.
 test: $(VENV)/.installed
-	$(PYTHON) -m pytest -q -n 2 --dist loadfile -m "not timing"
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not timing"
 	$(PYTHON) -m pytest -q -m timing
 
 # The tests marked slow (the benchmarks' smoke runs) and the fuzz tests at their full example counts.

@@ -31,8 +31,12 @@ from segmentation.images import read_image
 from segmentation.tools import ground_truth
 
 CONVERTER = os.path.join(ROOT, "utils", "generate_gt_segmentation.py")
+# An 8-filter head keeps the prepared weights and states small (the cases copy and hash them).
+HEAD_FILTERS = 8
+FLAGS = [*TINY, "--head-filters", str(HEAD_FILTERS)]
 SETTINGS = {"height": HEIGHT, "width": WIDTH, "layers": 1, "depth": 11, "n_classes": N_CLASSES,
-            "dataset": "drinks", "batch_size": 2, "lr_schedule": "text", "learning_rate": 1e-3}
+            "head_filters": HEAD_FILTERS, "dataset": "drinks", "batch_size": 2, "lr_schedule": "text",
+            "learning_rate": 1e-3}
 
 
 @dataclasses.dataclass
@@ -354,7 +358,8 @@ def prepared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("prepared")
     files = {}
     for name, n_layers, n_classes in (("weights-4", 1, 4), ("weights-3", 1, 3), ("weights-layers2", 2, 4)):
-        _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=n_layers, n_classes=n_classes, n=1)
+        _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=n_layers, n_classes=n_classes, n=1,
+                             head_filters=HEAD_FILTERS)
         files[name] = str(folder / f"{name}.weights.h5")
         fcn.save_weights(files[name])
         if name == "weights-4":
@@ -401,7 +406,7 @@ def run_case(case, book_dataset, tmp_path, prepared, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = tree(tmp)
     if case.tool == "fcn":
-        argv = [*TINY, "--data-path", data, "--save-dir", context.save_dir, *case.argv]
+        argv = [*FLAGS, "--data-path", data, "--save-dir", context.save_dir, *case.argv]
         status = cli.main(argv)
         prefix = "fcn-12.3.1.py: error: "
     else:
