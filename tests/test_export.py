@@ -30,10 +30,12 @@ def tiny_network(tmp_path_factory):
     splits = write_book_dataset(data_path, num_train=2, num_test=3)
     images = np.stack([skimage.io.imread(os.path.join(data_path, name)) for name in splits["test"]])
     keras.utils.set_random_seed(0)
-    _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=N_CLASSES, n=1)
+    # An 8-filter head: a network quick to convert.
+    _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=N_CLASSES, n=1, head_filters=8)
     weights = str(workdir / "tiny.weights.h5")
     fcn.save_weights(weights)
-    flags = [*TINY, "--data-path", data_path, "--save-dir", str(workdir / "weights"), "--restore-weights", weights]
+    flags = [*TINY, "--head-filters", "8", "--data-path", data_path, "--save-dir", str(workdir / "weights"),
+             "--restore-weights", weights]
     return fcn, images.astype(np.float32) / 255.0, flags
 
 

@@ -33,10 +33,12 @@ def tiny_network(tmp_path_factory):
     data_path = str(workdir / "drinks")
     write_book_dataset(data_path, num_train=2, num_test=2)
     keras.utils.set_random_seed(0)
-    _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=N_CLASSES, n=1)
+    # An 8-filter head: a network quick to export.
+    _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=N_CLASSES, n=1, head_filters=8)
     weights = str(workdir / "tiny.weights.h5")
     fcn.save_weights(weights)
-    return fcn, weights, [*TINY, "--data-path", data_path, "--save-dir", str(workdir / "weights")]
+    return fcn, weights, [*TINY, "--head-filters", "8", "--data-path", data_path,
+                          "--save-dir", str(workdir / "weights")]
 
 
 def write_image(path, height, width, seed=0, grey=False):
