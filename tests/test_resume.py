@@ -17,6 +17,9 @@ from model import build_model
 from segmentation.checkpoints import read_training_state
 from segmentation.paths import best_metrics_path, last_state_path
 
+# The killed run's network: an 8-filter head, small weights and states to save every epoch.
+FLAGS = [*TINY, "--head-filters", "8"]
+
 # Runs the real CLI in a subprocess, with one added callback that, at batch PAUSE_BATCH of
 # epoch PAUSE_EPOCH (0-based), creates PAUSE_MARKER and sleeps: the test then signals the
 # process there, in the middle of an epoch, every time.
@@ -73,7 +76,8 @@ def csv_epochs(save_dir):
 
 
 def load_into_tiny_model(path):
-    _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=4, n=1)
+    """Loads weights of the network of FLAGS."""
+    _, fcn = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=4, n=1, head_filters=8)
     fcn.load_weights(path)
     return fcn
 
@@ -95,7 +99,7 @@ def test_a_killed_run_resumes_and_sigterm_and_ctrl_c_keep_the_last_epoch_for_the
     data_path = tmp_path / "drinks"
     write_book_dataset(str(data_path), num_train=4, num_test=2)
     save_dir = tmp_path / "weights"
-    args = ["--train", "--epochs", "3", "--seed", "3", "--workers", "1", *TINY,
+    args = ["--train", "--epochs", "3", "--seed", "3", "--workers", "1", *FLAGS,
             "--data-path", str(data_path), "--save-dir", str(save_dir)]
 
     # SIGKILL in the middle of epoch 2: epoch 1's state and best weights survive whole.
