@@ -131,7 +131,7 @@ def test_summary_prints_both_models(book_dataset, tmp_path, run_cli):
 def test_small_data_recipe_trains_and_is_part_of_the_resume_settings(tmp_path, run_cli):
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=4, num_test=2)
-    common = [*TINY, "--data-path", data_path, "--save-dir", str(tmp_path / "weights")]
+    common = [*TINY, "--head-filters", "8", "--data-path", data_path, "--save-dir", str(tmp_path / "weights")]
     recipe = ["--augment", "--class-weights", "auto", "--loss", "ce+dice", "--precision", "float32",
               "--bn-momentum", "0.9", "--passes", "2", "--remat"]
     status, out, err = run_cli(["--train", "--verbose", "1", "--epochs", "1", "--seed", "0", *recipe, *common])
@@ -155,8 +155,8 @@ def test_precision_auto_records_this_machines_policy_and_resumes_with_the_saved_
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=4, num_test=2)
     save_dir = tmp_path / "weights"
-    status, _, err = run_cli(["--train", "--epochs", "1", "--seed", "0", *TINY, "--data-path", data_path,
-                              "--save-dir", str(save_dir)])
+    status, _, err = run_cli(["--train", "--epochs", "1", "--seed", "0", *TINY, "--head-filters", "8",
+                              "--data-path", data_path, "--save-dir", str(save_dir)])
     assert status == 0, err
     assert json.loads((save_dir / RECORD).read_text())["settings"]["precision"] == default_precision()
     # A run saved in float32 (as every run before "auto" was) resumes in float32 under "auto".

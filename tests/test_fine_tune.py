@@ -11,14 +11,15 @@ from model import CLASSIFIER_NAME, build_model
 from segmentation.checkpoints import restore_for_fine_tuning
 from segmentation.errors import UsageError
 
-FLAGS = [*TINY, "--workers", "1", "--seed", "0"]
+# An 8-filter head, as the weights below.
+FLAGS = [*TINY, "--head-filters", "8", "--workers", "1", "--seed", "0"]
 
 
 @pytest.fixture(scope="module")
 def four_class_weights(tmp_path_factory):
     """Weights of a 4-class tiny FCN, and the network they came from."""
     keras.utils.set_random_seed(1)
-    _, four = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=4, n=1)
+    _, four = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=4, n=1, head_filters=8)
     path = str(tmp_path_factory.mktemp("fine-tune") / "four.weights.h5")
     four.save_weights(path)
     return path, four
@@ -35,7 +36,7 @@ def write_two_class_dataset(data_path):
 def test_every_layer_but_the_classifier_is_loaded(four_class_weights):
     path, four = four_class_weights
     keras.utils.set_random_seed(2)
-    backbone, two = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=2, n=1)
+    backbone, two = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=2, n=1, head_filters=8)
     fresh_classifier = two.get_layer(CLASSIFIER_NAME).get_weights()
     assert restore_for_fine_tuning(two, path) == [CLASSIFIER_NAME]
     # The backbone (and every other layer) starts equal to the weights file's.
@@ -50,7 +51,7 @@ def test_every_layer_but_the_classifier_is_loaded(four_class_weights):
 
 def test_weights_of_another_network_are_refused_even_with_fine_tune(four_class_weights):
     path, _ = four_class_weights
-    _, deeper = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=2, n=2)
+    _, deeper = build_model((HEIGHT, WIDTH, 3), n_layers=1, n_classes=2, n=2, head_filters=8)
     before = [weights.copy() for weights in deeper.get_weights()]
     with pytest.raises(UsageError, match="--fine-tune keeps every layer but the classifier"):
         restore_for_fine_tuning(deeper, path)

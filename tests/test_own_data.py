@@ -318,8 +318,9 @@ def test_a_folder_of_png_masks_of_any_size_trains_with_crops_and_evaluates(tmp_p
     write_mask_dataset(data_path, [(96, 112), (64, 64), (80, 100), (48, 72)], split="train")
     write_mask_dataset(data_path, [(72, 90), (40, 56)], split="test", seed=1)
     save_dir = str(tmp_path / "weights")
-    common = [*TINY, "--data-path", data_path, "--save-dir", save_dir, "--train-labels", "train_masks",
-              "--test-labels", "test_masks", "--fit-size", "crop", "--classes", ",".join(NAMES)]
+    common = [*TINY, "--head-filters", "8", "--data-path", data_path, "--save-dir", save_dir,
+              "--train-labels", "train_masks", "--test-labels", "test_masks", "--fit-size", "crop",
+              "--classes", ",".join(NAMES)]
     status, out, err = run_cli([*common, "--train", "--epochs", "1", "--seed", "2", "--jit-compile", "off"])
     assert status == 0, err
     with open(os.path.join(save_dir, "ResNet11v2-1layer-drinks-best-iou.json")) as file:

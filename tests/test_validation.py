@@ -12,7 +12,7 @@ from segmentation.errors import DatasetError
 from segmentation.ground_truth.book_labels import load_labels
 from segmentation.ground_truth.splits import split_labels
 
-FLAGS = [*TINY, "--workers", "1", "--seed", "0"]
+FLAGS = [*TINY, "--head-filters", "8", "--workers", "1", "--seed", "0"]
 
 
 def test_the_split_is_seeded_disjoint_and_whole(tmp_path):
