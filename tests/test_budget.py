@@ -343,8 +343,8 @@ def test_an_interrupted_budgeted_run_resumed_with_the_printed_command_trains_its
         book_dataset, tmp_path, run_cli, monkeypatch):
     data_path, _ = book_dataset
     save_dir = str(tmp_path / "weights")
-    argv = ["--train", *TINY, "--data-path", data_path, "--save-dir", save_dir, "--seed", "0", "--epochs", "3",
-            "--lr-schedule", "cosine", "--learning-rate", "3e-3", "--time-budget", "3"]
+    argv = ["--train", *TINY, "--head-filters", "8", "--data-path", data_path, "--save-dir", save_dir, "--seed", "0",
+            "--epochs", "3", "--lr-schedule", "cosine", "--learning-rate", "3e-3", "--time-budget", "3"]
 
     class CtrlCInSecondEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
