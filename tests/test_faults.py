@@ -112,11 +112,12 @@ def tmpfs(tmp_path):
 
 def test_a_disk_too_small_for_the_best_weights_exits_2_without_a_crash(tmp_path, tmpfs):
     """HDF5 cannot survive a full disk mid-file (the process crashed at exit, status 139): checked first."""
-    save_dir = tmpfs("16m") / "weights"
+    # An 8-filter head's best weights (4 MB) do not fit in 2 MB.
+    save_dir = tmpfs("2m") / "weights"
     data_path = str(tmp_path / "drinks")
     write_book_dataset(data_path, num_train=4, num_test=2)
-    result = run_script(["--train", "--epochs", "1", "--seed", "0", "--workers", "1", *TINY, "--data-path", data_path,
-                         "--save-dir", str(save_dir)], tmp_path)
+    result = run_script(["--train", "--epochs", "1", "--seed", "0", "--workers", "1", *TINY, "--head-filters", "8",
+                         "--data-path", data_path, "--save-dir", str(save_dir)], tmp_path)
     lines = error_lines(result.stderr)
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -126,7 +127,7 @@ def test_a_disk_too_small_for_the_best_weights_exits_2_without_a_crash(tmp_path,
 
 def test_a_really_full_disk_exits_2_without_a_traceback(trained_run, tmp_path, tmpfs, run_cli):
     """The program on a filesystem that fills up: no traceback, no crash at exit, nothing lost."""
-    small = tmpfs("256m")
+    small = tmpfs("32m")  # the shared run's 8 MB and the filler
     save_dir = small / "weights"
     shutil.copytree(trained_run.save_dir, save_dir)
     # The run's flags with the save folder on the small filesystem (the later --save-dir wins).
