@@ -317,7 +317,7 @@ def test_a_replanned_schedule_goes_on_from_its_rate_and_never_raises_it(clock):
 def test_run_finishes_inside_its_budget_with_the_schedule_ending_at_its_last_step(book_dataset, tmp_path, run_cli):
     data_path, _ = book_dataset
     save_dir = str(tmp_path / "weights")
-    budget_minutes = 0.5
+    budget_minutes = 0.35
     argv = ["--train", *TINY, "--data-path", data_path, "--save-dir", save_dir, "--seed", "0",
             "--lr-schedule", "cosine", "--learning-rate", "3e-3", "--time-budget", str(budget_minutes)]
     started = time.monotonic()
