@@ -16,9 +16,6 @@ import skimage.io
 
 from segmentation.quiet import LOG_LEVEL_VARIABLE, quiet_start
 
-# The program's modules, loaded by `pytest_configure`.
-cli = precision = None
-
 HEIGHT, WIDTH = 64, 64
 N_CLASSES = 4
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,12 +50,11 @@ def pytest_configure(config):
     The environment is put back as it was, so the programs the tests start choose their own log level.
     pytest-xdist's controller runs no test, so it starts its workers without waiting for TensorFlow.
     """
-    global cli, precision
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         return
     user_log_level = os.environ.get(LOG_LEVEL_VARIABLE)
     with quiet_start([]):
-        from segmentation import cli, precision
+        import segmentation.cli  # noqa: F401
     if user_log_level is None:
         os.environ.pop(LOG_LEVEL_VARIABLE, None)
 
@@ -112,6 +108,8 @@ def write_book_dataset(data_path, num_train=8, num_test=4, height=HEIGHT, width=
 @pytest.fixture(autouse=True)
 def force_cpu_bf16(request, monkeypatch):
     """With --force-cpu-bf16, this CPU's flags list avx512_bf16 besides its own (`precision.cpu_bf16_flags`)."""
+    from segmentation import precision
+
     if not request.config.getoption("--force-cpu-bf16"):
         return
     listed = precision.cpu_bf16_flags
@@ -139,6 +137,8 @@ def snapshot(folder):
 @pytest.fixture
 def run_cli(capsys):
     """Runs `fcn-12.3.1.py ARGV` in-process: `run_cli(argv)` returns (exit status, stdout, stderr)."""
+
+    from segmentation import cli
 
     def run(argv):
         try:
@@ -234,6 +234,8 @@ def shared_tiny_run(tmp_path_factory):
     write_book_dataset(run.data_path, num_train=4, num_test=3)
     argv = ["--train", "--epochs", str(run.epochs), "--seed", "0", "--workers", "1", *run.flags,
             "--tensorboard", str(run.folder / "logs")]
+    from segmentation import cli
+
     printed = io.StringIO()
     # cli.main puts back the dtype policy, the seeds and the logging it changes.
     with contextlib.redirect_stdout(printed):

@@ -155,11 +155,8 @@ def test_a_really_full_disk_exits_2_without_a_traceback(trained_run, tmp_path, t
     assert read_training_state(str(save_dir / STATE)).epochs_done == trained_run.epochs + 1
 
 
-# The holder needs the lock alone; segmentation.paths imports resnet (and with it TensorFlow, 4 s) only to name
-# backbones, so a stand-in takes its place.
 HOLD_LOCK = """
-import sys, time, types
-sys.modules["resnet"] = types.SimpleNamespace(backbone_name=None)
+import sys, time
 from segmentation.lock import training_lock
 with training_lock(sys.argv[1]):
     open(sys.argv[2], "w").close()
